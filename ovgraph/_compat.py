@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import sys
 
 if sys.version_info >= (3, 11):
-    ExceptionGroup = ExceptionGroup  # noqa: PLW0127  (re-export the builtin)
+    ExceptionGroup = builtins.ExceptionGroup
 else:  # pragma: no cover - Python 3.10
     from exceptiongroup import ExceptionGroup
 

@@ -6,20 +6,20 @@ status codes.
 
 ```
 OvGraphError
-├── GraphConfigError            pbtxt / options invalid (load failure)          500 / INTERNAL
+├── GraphConfigError            pbtxt / options invalid (load failure)   500 / INTERNAL
 │   ├── CalculatorNotFoundError unknown calculator or subgraph name
 │   ├── ContractError           ports, tags or options do not fit the calculator
 │   └── ValidationError         wiring: streams, side packets, cycles, handlers
-├── CalculatorError             .node, .phase, __cause__ = original             500 / INTERNAL
-├── GraphCancelledError                                                          499 / CANCELLED
-├── DeadlineExceededError       a run produced nothing before its deadline      504 / DEADLINE_EXCEEDED
-├── RequestError                the client's fault                              400 / INVALID_ARGUMENT
+├── CalculatorError             .node, .phase, __cause__ = original      500 / INTERNAL
+├── GraphCancelledError                                                   499 / CANCELLED
+├── DeadlineExceededError       no output before the run's deadline      504 / DEADLINE_EXCEEDED
+├── RequestError                the client's fault                       400 / INVALID_ARGUMENT
 │   ├── InvalidParameterError   .param names the offending field
-│   └── PayloadTooLargeError                                                    413 / INVALID_ARGUMENT
-├── UnauthorizedError           missing or wrong API key                        401 / UNAUTHENTICATED
-├── ServableNotFoundError                                                        404 / NOT_FOUND
-└── ServableNotReadyError                                                        503 / UNAVAILABLE
-    └── OverloadedError         queue full                                       503 / UNAVAILABLE
+│   └── PayloadTooLargeError                                             413 / INVALID_ARGUMENT
+├── UnauthorizedError           missing or wrong API key                 401 / UNAUTHENTICATED
+├── ServableNotFoundError                                                 404 / NOT_FOUND
+└── ServableNotReadyError                                                 503 / UNAVAILABLE
+    └── OverloadedError         queue full                                503 / UNAVAILABLE
 StopProcessing(Exception)       control flow only: a source calculator is done
 ```
 
@@ -202,5 +202,5 @@ class OverloadedError(ServableNotReadyError):
     code = "overloaded"
 
 
-class StopProcessing(Exception):  # noqa: N818  (MediaPipe's name for the "stop" status)
+class StopProcessing(Exception):
     """Raised by a source calculator's ``process`` when it has nothing more to produce."""

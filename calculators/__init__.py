@@ -1,0 +1,1 @@
+"""Built-in calculators of ovgraph, registered through the ``ovgraph.calculators`` entry points."""

@@ -1,0 +1,1 @@
+"""Generic calculators with MediaPipe's names and behaviour."""

@@ -1,0 +1,1 @@
+"""VLM/LLM serving calculators: OpenAI requests, images, templating, generation, responses."""

@@ -1,0 +1,139 @@
+"""ChatTemplateCalculator: chat template, token count, length checks, generation config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calculators.llm.common import (
+    GenerationInput,
+    LLMNodeCalculator,
+    LLMResources,
+    RequestContext,
+)
+from calculators.llm.request_validation import ChatRequest
+from calculators.llm.servable import translate_error
+from ovgraph.errors import InvalidParameterError
+from ovgraph.framework.calculator import CalculatorContext, Input, Output
+
+_IMAGE_TAG = "<ov_genai_image_"
+
+
+class ChatTemplateCalculator(LLMNodeCalculator):
+    """Applies the model's chat template, counts prompt tokens, builds the generation config.
+
+    node {
+      calculator: "ChatTemplateCalculator"
+      input_stream: "REQUEST:decoded"
+      output_stream: "PROMPT:prompt"
+      node_options: {
+        [type.googleapis.com/mediapipe.LLMCalculatorOptions]: { models_path: "./" }
+      }
+    }
+    """
+
+    IN = Input("REQUEST", RequestContext)
+    OUT = Output("PROMPT", GenerationInput)
+
+    def process(self, cc: CalculatorContext) -> None:
+        """Template, count, check against the context length, configure sampling."""
+        context: RequestContext = self.IN(cc).get()
+        resources: LLMResources = cc.resources
+        servable = resources.servable
+        request = context.request
+        prompt = self._prompt(servable.tokenizer, request)
+        prompt_tokens = _count_tokens(servable, prompt, context)
+        limit = servable.max_length
+        if limit is not None:
+            if prompt_tokens > limit:
+                raise InvalidParameterError(
+                    f"Number of prompt tokens: {prompt_tokens} exceeds model max length: {limit}",
+                    param="messages", code="context_length_exceeded",
+                )
+            if request.max_tokens is not None and prompt_tokens + request.max_tokens > limit:
+                raise InvalidParameterError(
+                    f"Number of prompt tokens: {prompt_tokens} + max tokens value: "
+                    f"{request.max_tokens} exceeds model max length: {limit}",
+                    param="max_tokens", code="context_length_exceeded",
+                )
+        config = build_generation_config(servable.default_config, request, prompt_tokens, limit)
+        self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
+
+    @staticmethod
+    def _prompt(tokenizer: Any, request: ChatRequest) -> str:
+        if request.endpoint == "completions":
+            return request.prompt or ""
+        history = [{"role": m["role"], "content": m["content"]} for m in request.messages]
+        extra = dict(request.chat_template_kwargs or {})
+        add_generation_prompt = bool(extra.pop("add_generation_prompt", True))
+        try:
+            return str(
+                tokenizer.apply_chat_template(
+                    history, add_generation_prompt=add_generation_prompt,
+                    tools=request.tools or None, extra_context=extra or None,
+                )
+            )
+        except Exception as exc:
+            raise translate_error(exc) from exc
+
+
+def _count_tokens(servable: Any, prompt: str, context: RequestContext) -> int:
+    text = prompt
+    if context.images:
+        for index in range(len(context.images)):
+            text = text.replace(f"{_IMAGE_TAG}{index}>", "")
+    ids = servable.tokenizer.encode(text, add_special_tokens=False).input_ids
+    count = int(ids.get_shape()[-1])
+    for height, width in context.image_sizes:
+        count += servable.count_image_tokens(height, width)
+    return count
+
+
+def build_generation_config(
+    default: Any, request: ChatRequest, prompt_tokens: int, max_length: int | None
+) -> Any:
+    """Request parameters over the model's ``generation_config.json`` over built-in defaults."""
+    import openvino_genai as ov_genai
+
+    config = ov_genai.GenerationConfig()
+    config.update_generation_config(**_defaults(default))
+    config.apply_chat_template = False
+    if request.max_tokens is not None:
+        config.max_new_tokens = request.max_tokens
+    elif max_length is not None:
+        config.max_new_tokens = max(1, max_length - prompt_tokens)
+    if request.temperature is not None:
+        config.temperature = request.temperature
+        config.do_sample = request.temperature > 0
+    if config.do_sample and request.top_k is None and default.top_k > 10**6:
+        config.top_k = 40
+    for name in ("top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
+                 "repetition_penalty", "length_penalty"):
+        value = getattr(request, name)
+        if value is not None:
+            setattr(config, name, value)
+    if request.top_k == -1:
+        config.top_k = 2**31 - 1
+    if request.seed is not None:
+        config.rng_seed = request.seed
+    if request.stop:
+        config.stop_strings = set(request.stop)
+    config.include_stop_str_in_output = request.include_stop_str_in_output
+    config.ignore_eos = request.ignore_eos
+    if request.best_of is not None and request.best_of > 1:
+        config.num_beams = request.best_of
+        config.do_sample = False
+    if request.logprobs:
+        config.logprobs = 1
+    return config
+
+
+def _defaults(default: Any) -> dict[str, Any]:
+    """The model's defaults that requests may override."""
+    values: dict[str, Any] = {}
+    for name in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty",
+                 "eos_token_id", "stop_token_ids", "min_p"):
+        value = getattr(default, name, None)
+        if value is None or (isinstance(value, int) and value >= 2**31):  # "unset" sentinels
+            continue
+        values[name] = value
+    return values

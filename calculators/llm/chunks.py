@@ -1,0 +1,265 @@
+"""Encoding of OpenAI chat/completions responses: unary bodies, SSE chunks and error bodies.
+
+Layouts follow OVMS (``ovms-api.md`` §4.1-§4.2) with our additions (§4.4): an ``id`` on the
+unary body and on every chunk, and ``"refusal": null`` in every ``message``. Keys keep OVMS'
+order; the added ``id`` sits between ``created`` and ``model`` and ``refusal`` between
+``content`` and ``role``, matching OVMS' alphabetical ordering of those objects.
+
+JSON is written compactly with non-ASCII characters left as UTF-8 (as rapidjson does). Control
+characters, quotes and backslashes are escaped, so a ``data:`` line never breaks; lone UTF-16
+surrogates, which cannot be encoded as UTF-8, become U+FFFD.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "MAX_ERROR_MESSAGE_CHARS",
+    "SSE_DONE",
+    "Usage",
+    "completion_body",
+    "new_request_id",
+    "openai_error_body",
+    "sse_content_chunk",
+    "sse_error_event",
+    "sse_role_chunk",
+    "sse_usage_chunk",
+    "unary_chat_body",
+]
+
+SSE_DONE = b"data: [DONE]\n\n"
+MAX_ERROR_MESSAGE_CHARS = 1024
+_MAX_ERROR_FIELD_CHARS = 256
+_CHUNK_OBJECT = "chat.completion.chunk"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+#: One choice of a unary response: generated text and finish reason (``stop``, ``length``,
+#: ``tool_calls``; None is written as ``null``).
+Choice = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        """``prompt_tokens + completion_tokens``."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        """The OpenAI ``usage`` object, keys in OVMS' order."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+def new_request_id(prefix: str = "chatcmpl") -> str:
+    """Return a fresh response id such as ``chatcmpl-<32 hex digits>``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON that stays valid for any Python string content."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text).encode("utf-8")
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + _dumps(obj) + b"\n\n"
+
+
+def unary_chat_body(
+    request_model: str,
+    request_id: str,
+    created: int,
+    choices: Sequence[Choice],
+    usage: Usage,
+) -> bytes:
+    """Return the body of a non-streaming ``/chat/completions`` response.
+
+    Args:
+        request_model: the ``model`` of the request, echoed back.
+        request_id: the response id (see `new_request_id`).
+        created: Unix time in seconds.
+        choices: ``(text, finish_reason)`` per choice, in index order.
+        usage: token counts.
+    """
+    return _dumps(
+        {
+            "choices": [
+                {
+                    "finish_reason": finish_reason,
+                    "index": index,
+                    "logprobs": None,
+                    "message": {
+                        "content": text,
+                        "refusal": None,
+                        "role": "assistant",
+                        "tool_calls": [],
+                    },
+                }
+                for index, (text, finish_reason) in enumerate(choices)
+            ],
+            "created": created,
+            "id": request_id,
+            "model": request_model,
+            "object": "chat.completion",
+            "usage": usage.to_dict(),
+        }
+    )
+
+
+def completion_body(
+    request_model: str,
+    request_id: str,
+    created: int,
+    choices: Sequence[Choice],
+    usage: Usage,
+) -> bytes:
+    """Return the body of a non-streaming ``/completions`` response (``text`` per choice)."""
+    return _dumps(
+        {
+            "choices": [
+                {"finish_reason": finish_reason, "index": index, "logprobs": None, "text": text}
+                for index, (text, finish_reason) in enumerate(choices)
+            ],
+            "created": created,
+            "id": request_id,
+            "model": request_model,
+            "object": "text_completion",
+            "usage": usage.to_dict(),
+        }
+    )
+
+
+def sse_role_chunk(request_model: str, request_id: str, created: int, *, index: int = 0) -> bytes:
+    """Return OVMS' handshake chunk: delta ``{"role":"assistant","content":null}``, no usage key."""
+    return _sse(
+        {
+            "choices": [
+                {
+                    "index": index,
+                    "delta": {"role": "assistant", "content": None},
+                    "finish_reason": None,
+                }
+            ],
+            "created": created,
+            "id": request_id,
+            "model": request_model,
+            "object": _CHUNK_OBJECT,
+        }
+    )
+
+
+def sse_content_chunk(
+    request_model: str,
+    request_id: str,
+    created: int,
+    delta_text: str,
+    finish_reason: str | None,
+    include_usage: bool,
+    *,
+    index: int = 0,
+    usage: Usage | None = None,
+) -> bytes:
+    """Return one content chunk.
+
+    Args:
+        request_model: the ``model`` of the request, echoed back.
+        request_id: the response id, the same on every chunk.
+        created: Unix time in seconds, the same on every chunk.
+        delta_text: new text; when empty the delta is ``{}`` (a final chunk whose last token
+            was swallowed, e.g. by a stop string).
+        finish_reason: None on intermediate chunks.
+        include_usage: ``stream_options.include_usage``; the ``usage`` key is present iff true.
+        index: the choice index.
+        usage: running counts for ``continuous_usage_stats``; written only with include_usage,
+            otherwise ``usage`` is null.
+    """
+    chunk: dict[str, Any] = {
+        "choices": [
+            {
+                "index": index,
+                "logprobs": None,
+                "delta": {"content": delta_text} if delta_text else {},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "created": created,
+        "id": request_id,
+        "model": request_model,
+        "object": _CHUNK_OBJECT,
+    }
+    if include_usage:
+        chunk["usage"] = usage.to_dict() if usage is not None else None
+    return _sse(chunk)
+
+
+def sse_usage_chunk(request_model: str, request_id: str, created: int, usage: Usage) -> bytes:
+    """Return the final usage chunk (``choices: []``), sent before `SSE_DONE`."""
+    return _sse(
+        {
+            "choices": [],
+            "created": created,
+            "id": request_id,
+            "model": request_model,
+            "object": _CHUNK_OBJECT,
+            "usage": usage.to_dict(),
+        }
+    )
+
+
+def _bound(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _error_object(
+    message: str, error_type: str, param: str | None, code: str | None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": _bound(str(message), MAX_ERROR_MESSAGE_CHARS),
+            "type": _bound(str(error_type), _MAX_ERROR_FIELD_CHARS),
+            "param": None if param is None else _bound(str(param), _MAX_ERROR_FIELD_CHARS),
+            "code": None if code is None else _bound(str(code), _MAX_ERROR_FIELD_CHARS),
+        }
+    }
+
+
+def openai_error_body(
+    message: str,
+    type: str,
+    param: str | None = None,
+    code: str | None = None,
+) -> bytes:
+    """Return ``{"error": {"message", "type", "param", "code"}}``.
+
+    The message is cut to `MAX_ERROR_MESSAGE_CHARS` characters (ending in an ellipsis) so that
+    an error echoing client input stays small; ``type``, ``param`` and ``code`` are cut to 256.
+    """
+    return _dumps(_error_object(message, type, param, code))
+
+
+def sse_error_event(
+    message: str,
+    type: str,
+    param: str | None = None,
+    code: str | None = None,
+) -> bytes:
+    """Return the error body as one ``data:`` event, for failures after streaming began."""
+    return _sse(_error_object(message, type, param, code))

@@ -1,0 +1,98 @@
+"""What the LLM calculators share: their options, resources, and the packets between them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from calculators.llm.chunks import Usage, new_request_id
+from calculators.llm.images import ImagePolicy
+from calculators.llm.request_validation import ChatRequest
+from calculators.llm.servable import Servable, ServableKey, get_servable
+from ovgraph._proto.ovms import llm_calculator_pb2
+from ovgraph.framework.calculator import Calculator, NodeSpec
+
+__all__ = [
+    "GenerationInput",
+    "LLMNodeCalculator",
+    "LLMResources",
+    "RequestContext",
+    "TextChunk",
+    "TokenChunk",
+]
+
+LLMCalculatorOptions = llm_calculator_pb2.LLMCalculatorOptions
+
+
+@dataclass
+class LLMResources:
+    """Per-node resources: the shared servable plus the server settings that matter here."""
+
+    servable: Servable
+    image_policy: ImagePolicy
+    options: Any
+
+
+@dataclass
+class RequestContext:
+    """A validated request travelling down the graph, with what later nodes add to it."""
+
+    request: ChatRequest
+    payload: Any
+    request_id: str = field(default_factory=new_request_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+    images: list[Any] = field(default_factory=list)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationInput:
+    """A templated prompt ready for the pipeline."""
+
+    context: RequestContext
+    prompt: str
+    config: Any
+    prompt_tokens: int
+
+
+@dataclass
+class TokenChunk:
+    """New token ids of one generation step (or all of them, for unary requests)."""
+
+    context: RequestContext
+    ids: list[int]
+    finished: bool
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class TextChunk:
+    """New text decoded from a ``TokenChunk``."""
+
+    context: RequestContext
+    text: str
+    finished: bool
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class LLMNodeCalculator(Calculator):
+    """Base of the LLM calculators: ``LLMCalculatorOptions`` and the shared servable."""
+
+    Options: ClassVar[Any] = LLMCalculatorOptions
+
+    @classmethod
+    def create_node_resources(cls, spec: NodeSpec, settings: Mapping[str, Any]) -> Any:
+        """Load (or reuse) the servable named by the node's ``models_path``."""
+        key = ServableKey.from_options(spec.options, spec.base_path)
+        domains = settings.get("allowed_media_domains") or ()
+        if isinstance(domains, str):
+            domains = tuple(d.strip() for d in domains.split(",") if d.strip())
+        policy = ImagePolicy(
+            allowed_media_domains=tuple(domains),
+            allowed_local_media_path=settings.get("allowed_local_media_path") or None,
+        )
+        return LLMResources(get_servable(key), policy, spec.options)

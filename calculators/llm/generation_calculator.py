@@ -1,0 +1,90 @@
+"""VLMGenerationCalculator: runs the prompt through the servable's engine, token by token."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from calculators.llm.chunks import Usage
+from calculators.llm.common import GenerationInput, LLMNodeCalculator, LLMResources, TokenChunk
+from calculators.llm.servable import GenerationJob
+from ovgraph.errors import GraphCancelledError
+from ovgraph.framework.calculator import CalculatorContext, Input, Output
+
+
+class VLMGenerationCalculator(LLMNodeCalculator):
+    """Generates tokens with ``VLMPipeline`` / ``ContinuousBatchingPipeline`` (or the LM ones).
+
+    Unary requests emit one ``TOKENS`` packet when generation ends. Streaming requests emit the
+    tokens available so far and a ``LOOPBACK`` packet; the back edge calls ``process`` again for
+    the next batch, OVMS's LOOPBACK cycle. A cancelled run (client gone) cancels the job, which
+    leaves the continuous batch at the next step.
+
+    node {
+      name: "generation"
+      calculator: "VLMGenerationCalculator"
+      input_stream: "PROMPT:prompt"
+      input_stream: "LOOPBACK:loopback"
+      input_stream_info: { tag_index: "LOOPBACK:0" back_edge: true }
+      output_stream: "TOKENS:tokens"
+      output_stream: "LOOPBACK:loopback"
+      input_stream_handler {
+        input_stream_handler: "SyncSetInputStreamHandler"
+        options {
+          [mediapipe.SyncSetInputStreamHandlerOptions.ext] { sync_set { tag_index: "LOOPBACK:0" } }
+        }
+      }
+      node_options: {
+        [type.googleapis.com/mediapipe.LLMCalculatorOptions]: { models_path: "./" }
+      }
+    }
+    """
+
+    PROMPT = Input("PROMPT", GenerationInput)
+    LOOPBACK = Input("LOOPBACK", bool, optional=True)
+    TOKENS = Output("TOKENS", TokenChunk)
+    LOOPBACK_OUT = Output("LOOPBACK", bool, optional=True)
+
+    INPUT_STREAM_HANDLER: ClassVar[str | None] = "ImmediateInputStreamHandler"
+
+    def open(self, cc: CalculatorContext) -> None:
+        """No job yet."""
+        self.job: GenerationJob | None = None
+        self.input: GenerationInput | None = None
+
+    def process(self, cc: CalculatorContext) -> None:
+        """Start a job on a new prompt; on LOOPBACK, read the next tokens of the running job."""
+        prompt_packet = self.PROMPT(cc)
+        if not prompt_packet.is_empty:
+            self._start(cc, prompt_packet.get())
+        elif self.LOOPBACK(cc).is_empty or self.job is None:
+            return
+        job, gen_input = self.job, self.input
+        assert job is not None and gen_input is not None
+        if gen_input.context.request.stream:
+            ids, finished = job.read()
+        else:
+            ids, finished = job.wait_all(), True
+        if job.cancelled:
+            raise GraphCancelledError("Generation cancelled")
+        chunk = TokenChunk(gen_input.context, ids, finished)
+        if finished:
+            chunk.finish_reason = job.finish_reason
+            chunk.usage = Usage(job.prompt_tokens or gen_input.prompt_tokens, job.completion_tokens)
+        # A LOOPBACK packet at T answers the packets sent at T: the next ones go out at T + 1.
+        ts = cc.input_timestamp if not prompt_packet.is_empty else cc.input_timestamp + 1
+        self.TOKENS(cc).add(chunk, ts)
+        if not finished:
+            self.LOOPBACK_OUT(cc).add(True, ts)
+
+    def _start(self, cc: CalculatorContext, gen_input: GenerationInput) -> None:
+        resources: LLMResources = cc.resources
+        job = GenerationJob(gen_input.prompt, gen_input.context.images, gen_input.config)
+        self.job, self.input = job, gen_input
+        cc.on_cancel(job.cancel)
+        gen_input.context.payload.on_disconnect(job.cancel)
+        resources.servable.submit(job)
+
+    def close(self, cc: CalculatorContext) -> None:
+        """Never leave a job running in the engine."""
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()

@@ -1,0 +1,74 @@
+"""OpenAIRequestCalculator: HTTP payload in, validated chat request out."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
+from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
+from ovgraph.errors import RequestError
+from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from ovgraph.serving.payload import HttpPayload
+
+logger = logging.getLogger(__name__)
+
+_CHAT = re.compile(r"/(v3/)?(v1/)?chat/completions$")
+_COMPLETIONS = re.compile(r"/(v3/)?(v1/)?completions$")
+WRONG_ENDPOINT = (
+    "Wrong endpoint. Allowed endpoints: /v[13]/chat/completions, /v[13]/completions, "
+    "/v[13]/responses, /v[13]/tokenize"
+)
+VLM_NO_COMPLETIONS = (
+    "VLM Servable does not support the /completions endpoint. Use /chat/completions or /responses."
+)
+
+
+class OpenAIRequestCalculator(LLMNodeCalculator):
+    """Turns an HTTP payload into a validated ``ChatRequest`` (OVMS's rules and messages).
+
+    node {
+      calculator: "OpenAIRequestCalculator"
+      input_stream: "HTTP_REQUEST_PAYLOAD:input"
+      output_stream: "REQUEST:request"
+      node_options: {
+        [type.googleapis.com/mediapipe.LLMCalculatorOptions]: { models_path: "./" }
+      }
+    }
+    """
+
+    PAYLOAD = Input("HTTP_REQUEST_PAYLOAD", HttpPayload)
+    REQUEST = Output("REQUEST", RequestContext)
+
+    def open(self, cc: CalculatorContext) -> None:
+        """Read the limits from the options."""
+        options = cc.options
+        self.limits = RequestLimits(
+            max_tokens_limit=options.max_tokens_limit if options.HasField("max_tokens_limit")
+            else None,
+            best_of_limit=options.best_of_limit,
+        )
+
+    def process(self, cc: CalculatorContext) -> None:
+        """Validate the request body for the endpoint the URI names."""
+        payload: HttpPayload = self.PAYLOAD(cc).get()
+        resources: LLMResources = cc.resources
+        path = payload.uri.split("?", 1)[0].rstrip("/")
+        if _CHAT.search(path):
+            endpoint = "chat"
+        elif _COMPLETIONS.search(path):
+            if resources is not None and resources.servable.is_vlm:
+                raise RequestError(VLM_NO_COMPLETIONS)
+            endpoint = "completions"
+        else:
+            raise RequestError(WRONG_ENDPOINT)
+        body = payload.parsed_json
+        if not isinstance(body, dict):
+            raise RequestError("JSON body must be an object")
+        request: ChatRequest = parse_chat_request(body, endpoint=endpoint, limits=self.limits)
+        if request.ignored_fields:
+            logger.info(
+                "The following fields were present in the request but ignored: %s",
+                ", ".join(sorted(request.ignored_fields)[:20]),
+            )
+        self.REQUEST(cc).send(RequestContext(request=request, payload=payload))

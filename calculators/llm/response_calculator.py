@@ -1,0 +1,71 @@
+"""OpenAIResponseCalculator: text chunks to the unary JSON body or SSE events, as OVMS lays them."""
+
+from __future__ import annotations
+
+from calculators.llm import chunks
+from calculators.llm.common import LLMNodeCalculator, TextChunk
+from ovgraph.framework.calculator import CalculatorContext, Input, Output
+
+
+class OpenAIResponseCalculator(LLMNodeCalculator):
+    """Encodes the answer: one JSON body (unary) or ``data: …`` events ending in ``[DONE]``.
+
+    Streaming sends OVMS's role handshake when the first step brings no text, ``"usage": null``
+    on content chunks and a final ``choices: []`` usage chunk when
+    ``stream_options.include_usage`` is set.
+
+    node {
+      calculator: "OpenAIResponseCalculator"
+      input_stream: "TEXT:text"
+      output_stream: "HTTP_RESPONSE_PAYLOAD:output"
+      node_options: {
+        [type.googleapis.com/mediapipe.LLMCalculatorOptions]: { models_path: "./" }
+      }
+    }
+    """
+
+    IN = Input("TEXT", TextChunk)
+    OUT = Output("HTTP_RESPONSE_PAYLOAD", bytes)
+
+    def open(self, cc: CalculatorContext) -> None:
+        """Nothing sent yet."""
+        self.parts: list[str] = []
+        self.sent_any = False
+
+    def process(self, cc: CalculatorContext) -> None:
+        """Emit the next SSE events, or the whole body once the answer is complete."""
+        chunk: TextChunk = self.IN(cc).get()
+        ctx = chunk.context
+        request = ctx.request
+        model = request.model
+        if not request.stream:
+            self.parts.append(chunk.text)
+            if chunk.finished:
+                usage = chunk.usage or chunks.Usage(0, 0)
+                encode = (
+                    chunks.completion_body if request.endpoint == "completions"
+                    else chunks.unary_chat_body
+                )
+                choices = [("".join(self.parts), chunk.finish_reason or "stop")]
+                self.OUT(cc).send(encode(model, ctx.request_id, ctx.created, choices, usage))
+            return
+        events: list[bytes] = []
+        if not chunk.text and not chunk.finished and not self.sent_any:
+            events.append(chunks.sse_role_chunk(model, ctx.request_id, ctx.created))
+        elif chunk.text or chunk.finished:
+            events.append(
+                chunks.sse_content_chunk(
+                    model, ctx.request_id, ctx.created, chunk.text,
+                    (chunk.finish_reason or "stop") if chunk.finished else None,
+                    request.include_usage,
+                )
+            )
+        if chunk.finished:
+            if request.include_usage and chunk.usage is not None:
+                events.append(
+                    chunks.sse_usage_chunk(model, ctx.request_id, ctx.created, chunk.usage)
+                )
+            events.append(chunks.SSE_DONE)
+        if events:
+            self.sent_any = True
+            self.OUT(cc).send(b"".join(events))

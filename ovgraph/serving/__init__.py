@@ -1,0 +1,1 @@
+"""Serving: model repository, graph definitions and the protocol-neutral data plane."""

@@ -1,0 +1,50 @@
+"""The HTTP payload a REST request becomes inside a graph (OVMS's ``HttpPayload``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["HttpPayload"]
+
+
+@dataclass
+class HttpPayload:
+    """A request as graph input: URI, headers, raw body, parsed JSON, and the client's state.
+
+    ``parsed_json`` is the body already parsed by the frontend (None when not JSON). The
+    disconnect callbacks let a calculator stop work nobody will read.
+    """
+
+    uri: str
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    parsed_json: Any = None
+    _disconnected: threading.Event = field(default_factory=threading.Event, repr=False)
+    _callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def is_disconnected(self) -> bool:
+        """Whether the client has gone away."""
+        return self._disconnected.is_set()
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the client disconnects (at once if it already has)."""
+        with self._lock:
+            if not self._disconnected.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def mark_disconnected(self) -> None:
+        """Frontend side: the client has gone away."""
+        with self._lock:
+            if self._disconnected.is_set():
+                return
+            self._disconnected.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
