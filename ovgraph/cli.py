@@ -1,0 +1,195 @@
+"""``ovgraph`` command line: ``serve`` (OVMS's flag names), ``validate``, ``draw``.
+
+``ovgraph serve`` with no model arguments serves the embedded default model. ``ovgraph
+--rest_port 8000 --model_path …`` (flags first, no sub-command) works too, as ``ovms`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_MODEL_NAME = "qwen2vl-tiny"
+logger = logging.getLogger("ovgraph")
+
+
+def default_model_dir() -> Path:
+    """The embedded default model folder (``graphs/<name>`` of the source tree)."""
+    override = os.environ.get("OVGRAPH_DEFAULT_MODEL")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "graphs" / DEFAULT_MODEL_NAME
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rest_port", type=int, default=0, help="REST port (0 = REST off)")
+    p.add_argument("--rest_bind_address", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=0, help="gRPC port (0 = gRPC off)")
+    p.add_argument("--grpc_bind_address", default="0.0.0.0")
+    p.add_argument("--rest_workers", type=int, default=None, help="accepted for compatibility")
+    p.add_argument("--grpc_workers", type=int, default=1, help="accepted for compatibility")
+    p.add_argument("--model_name")
+    p.add_argument("--model_path")
+    p.add_argument("--config_path")
+    p.add_argument("--task", choices=["text_generation"], default=None)
+    p.add_argument("--pipeline_type", choices=["LM", "LM_CB", "VLM", "VLM_CB", "AUTO"])
+    p.add_argument("--target_device", default="CPU")
+    p.add_argument("--cache_size", type=int, default=0)
+    p.add_argument("--max_num_seqs", type=int, default=256)
+    p.add_argument("--max_num_batched_tokens", type=int, default=None)
+    p.add_argument("--enable_prefix_caching", default="true")
+    p.add_argument("--dynamic_split_fuse", default="true")
+    p.add_argument("--plugin_config", default=None)
+    p.add_argument("--allowed_media_domains", default=None)
+    p.add_argument("--allowed_local_media_path", default=None)
+    p.add_argument("--allowed_origins", default="*")
+    p.add_argument("--allowed_methods", default="*")
+    p.add_argument("--allowed_headers", default="*")
+    p.add_argument("--allow_credentials", action="store_true")
+    p.add_argument("--api_key_file", default="")
+    p.add_argument("--log_level", default="INFO",
+                   choices=["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--file_system_poll_wait_seconds", type=int, default=1)
+    p.add_argument("--metrics_enable", action="store_true")
+    p.add_argument("--source_model")
+    p.add_argument("--model_repository_path", default=os.environ.get("OVMS_MODEL_REPOSITORY_PATH"))
+    p.add_argument("--pull", action="store_true")
+    p.add_argument("--overwrite_models", action="store_true")
+    p.add_argument("--drain_timeout", type=float, default=30.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ovgraph`` argument parser."""
+    parser = argparse.ArgumentParser(prog="ovgraph", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    _add_serve_flags(sub.add_parser("serve", help="serve graphs over REST (and gRPC)"))
+    validate = sub.add_parser("validate", help="check graph.pbtxt files")
+    validate.add_argument("paths", nargs="+")
+    draw = sub.add_parser("draw", help="print a graph as Graphviz DOT")
+    draw.add_argument("path")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = (
+        "pipeline_type", "target_device", "cache_size", "max_num_seqs", "max_num_batched_tokens",
+        "enable_prefix_caching", "dynamic_split_fuse", "plugin_config", "allowed_media_domains",
+        "allowed_local_media_path", "allowed_origins", "allowed_methods", "allowed_headers",
+        "allow_credentials", "api_key_file", "metrics_enable",
+    )
+    return {k: getattr(args, k) for k in keys}
+
+
+def build_repository(args: argparse.Namespace) -> Any:
+    """Create the model repository the flags describe (graphs are not loaded yet)."""
+    from ovgraph.errors import GraphConfigError
+    from ovgraph.serving.repository import (
+        GraphEntry,
+        ModelRepository,
+        graph_file_in,
+        parse_config_file,
+        task_graph,
+    )
+
+    settings = _settings(args)
+    repository = ModelRepository(settings)
+    if args.config_path:
+        repository.config_path = Path(args.config_path)
+        entries = parse_config_file(repository.config_path)
+    else:
+        model_path = Path(args.model_path) if args.model_path else default_model_dir()
+        name = args.model_name or (DEFAULT_MODEL_NAME if not args.model_path else model_path.name)
+        graph = graph_file_in(model_path)
+        if graph is not None and not args.task:
+            entries = [GraphEntry(name=name, graph_path=graph, base_path=graph.parent)]
+        elif args.task:
+            text = task_graph(args.task, model_path.resolve(), settings)
+            entries = [GraphEntry(name=name, text=text, base_path=model_path.resolve())]
+        else:
+            raise GraphConfigError(
+                f"{model_path} has no graph.pbtxt; give --task text_generation to serve the "
+                "model folder with a generated graph"
+            )
+    for entry in entries:
+        repository.add(entry, load=False)
+    return repository
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT/SIGTERM."""
+    import tornado.httpserver
+    from tornado.ioloop import IOLoop
+
+    from ovgraph.errors import OvGraphError
+    from ovgraph.frontends.rest.app import MAX_BODY_BYTES, make_app
+
+    level = "DEBUG" if args.log_level == "TRACE" else args.log_level
+    logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+    if not args.rest_port and not args.port:
+        args.rest_port = 8000
+    try:
+        repository = build_repository(args)
+    except OvGraphError as exc:
+        print(f"ovgraph: {exc}", file=sys.stderr)
+        return 2
+    app = make_app(repository, _settings(args))
+    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_BYTES)
+    server.listen(args.rest_port, address=args.rest_bind_address)
+    names = ", ".join(d.name for d in repository.definitions())
+    print(
+        f"ovgraph: serving {names} on http://{args.rest_bind_address}:{args.rest_port}",
+        flush=True,
+    )
+
+    def load_all() -> None:
+        for definition in repository.definitions():
+            definition.load()
+
+    threading.Thread(target=load_all, name="ovgraph-load", daemon=True).start()
+    loop = IOLoop.current()
+
+    def stop(*_: Any) -> None:
+        loop.add_callback_from_signal(loop.stop)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loop.start()
+    server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ovgraph`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("--"):
+        argv = ["serve", *argv]
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "validate":
+        from ovgraph.graph_tools import validate_paths
+
+        code, lines = validate_paths(args.paths)
+        for line in lines:
+            print(line)
+        return code
+    if args.command == "draw":
+        from ovgraph.graph_tools import to_dot
+
+        path = Path(args.path)
+        print(to_dot(path.read_text(), name=path.stem))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

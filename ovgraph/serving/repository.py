@@ -1,0 +1,209 @@
+"""The model repository: which graphs are served under which names (OVMS ``config.json``).
+
+Sources, as in OVMS: one graph from ``--model_path``/``--model_name`` (a folder with
+``graph.pbtxt`` or ``1/graph.pbtxt``, or a model folder plus ``--task``, whose graph is built in
+memory by the task's template), or ``config.json`` with ``model_config_list`` and the legacy
+``mediapipe_config_list``. ``reload`` applies a changed config.json: new graphs load, removed ones
+unload, changed ones reload; a broken config keeps the current one serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ovgraph.errors import GraphConfigError, ServableNotFoundError
+from ovgraph.serving.graph_definition import GraphDefinition
+
+__all__ = ["GraphEntry", "ModelRepository", "graph_file_in", "task_graph"]
+
+logger = logging.getLogger("ovgraph.graph")
+TASK_GROUP = "ovgraph.tasks"
+
+
+def graph_file_in(folder: Path, graph_path: str = "graph.pbtxt") -> Path | None:
+    """Return the graph file of a servable folder (``X/graph.pbtxt`` or ``X/1/graph.pbtxt``)."""
+    for candidate in (folder / graph_path, folder / "1" / graph_path):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def task_graph(task: str, model_dir: Path, settings: Mapping[str, Any]) -> str:
+    """Build the graph text for ``--task`` from the plugin registered for that task.
+
+    Tasks are entry points of the ``ovgraph.tasks`` group: ``name = "module:function"`` where
+    ``function(model_dir, settings) -> str`` returns graph.pbtxt text.
+    """
+    for ep in metadata.entry_points(group=TASK_GROUP):
+        if ep.name == task:
+            builder: Callable[[Path, Mapping[str, Any]], str] = ep.load()
+            return builder(model_dir, settings)
+    known = sorted(ep.name for ep in metadata.entry_points(group=TASK_GROUP))
+    raise GraphConfigError(f"Unknown task {task!r}; known tasks: {', '.join(known) or 'none'}")
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """Where one servable's graph comes from."""
+
+    name: str
+    graph_path: Path | None = None
+    text: str | None = None
+    base_path: Path | None = None
+
+    def identity(self) -> tuple[Any, ...]:
+        """What, when changed, makes a reload necessary."""
+        checksum = None
+        if self.graph_path is not None:
+            try:
+                checksum = self.graph_path.read_bytes()
+            except OSError:
+                checksum = None
+        return (self.graph_path, self.text, self.base_path, checksum)
+
+
+def parse_config_file(path: Path) -> list[GraphEntry]:
+    """Read ``config.json`` into graph entries (OVMS path rules).
+
+    Raises:
+        GraphConfigError: unreadable, not JSON, or not matching the schema.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise GraphConfigError(f"Config file could not be read: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise GraphConfigError(f"Config file is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model_config_list"), list):
+        raise GraphConfigError("Config file must contain a model_config_list array")
+    root = path.parent
+    entries: list[GraphEntry] = []
+    for item in data["model_config_list"]:
+        config = item.get("config") if isinstance(item, dict) else None
+        if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+            raise GraphConfigError("Each model_config_list item needs config.name")
+        entries.append(_entry(root, config))
+    for config in data.get("mediapipe_config_list") or []:
+        if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+            raise GraphConfigError("Each mediapipe_config_list item needs a name")
+        entries.append(_entry(root, config))
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise GraphConfigError(f"Servable names used twice: {', '.join(duplicates)}")
+    return entries
+
+
+def _entry(root: Path, config: dict[str, Any]) -> GraphEntry:
+    name = config["name"]
+    base = Path(config.get("base_path") or name)
+    base = base if base.is_absolute() else root / base
+    graph_name = config.get("graph_path") or "graph.pbtxt"
+    graph = Path(graph_name) if Path(graph_name).is_absolute() else graph_file_in(base, graph_name)
+    if graph is None:
+        graph = base / graph_name
+    return GraphEntry(name=name, graph_path=graph, base_path=graph.parent)
+
+
+class ModelRepository:
+    """The served graphs by name, with their states; thread-safe."""
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings = dict(settings or {})
+        self.config_path: Path | None = None
+        self._lock = threading.RLock()
+        self._definitions: dict[str, GraphDefinition] = {}
+        self._entries: dict[str, GraphEntry] = {}
+
+    # ------------------------------------------------------------------ building
+
+    def add(self, entry: GraphEntry, *, load: bool = True) -> GraphDefinition:
+        """Register (and by default load) one graph."""
+        definition = GraphDefinition(
+            entry.name, graph_path=entry.graph_path, text=entry.text,
+            base_path=entry.base_path, settings=self.settings,
+        )
+        with self._lock:
+            self._definitions[entry.name] = definition
+            self._entries[entry.name] = entry
+        if load:
+            definition.load()
+        return definition
+
+    def load_config(self, path: Path) -> None:
+        """Serve every graph of ``config.json`` (raises ``GraphConfigError`` if it is broken)."""
+        self.config_path = path
+        for entry in parse_config_file(path):
+            self.add(entry)
+
+    def reload(self) -> dict[str, list[str]]:
+        """Apply the current ``config.json``; returns the names added, removed and reloaded.
+
+        A config that does not parse leaves everything as it was. Runs already in flight keep
+        the graph they started with.
+        """
+        if self.config_path is None:
+            return {"added": [], "removed": [], "reloaded": []}
+        entries = {e.name: e for e in parse_config_file(self.config_path)}
+        added, removed, reloaded = [], [], []
+        with self._lock:
+            current = dict(self._entries)
+        for name in current:
+            if name not in entries:
+                with self._lock:
+                    definition = self._definitions.pop(name, None)
+                    self._entries.pop(name, None)
+                if definition is not None:
+                    definition.unload()
+                removed.append(name)
+        for name, entry in entries.items():
+            old = current.get(name)
+            if old is None:
+                self.add(entry)
+                added.append(name)
+            elif old.identity() != entry.identity() or not self._definitions[name].available:
+                fresh = GraphDefinition(
+                    entry.name, graph_path=entry.graph_path, text=entry.text,
+                    base_path=entry.base_path, settings=self.settings,
+                )
+                fresh.load()
+                if fresh.available or not self._definitions[name].available:
+                    with self._lock:
+                        self._definitions[name] = fresh
+                        self._entries[name] = entry
+                    reloaded.append(name)
+                else:
+                    logger.error("Reload of %s failed; keeping the loaded graph", name)
+        return {"added": added, "removed": removed, "reloaded": reloaded}
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, name: str) -> GraphDefinition:
+        """Return the graph named ``name``.
+
+        Raises:
+            ServableNotFoundError: no such servable.
+        """
+        with self._lock:
+            definition = self._definitions.get(name)
+        if definition is None:
+            raise ServableNotFoundError(
+                "Mediapipe graph definition with requested name is not found"
+            )
+        return definition
+
+    def definitions(self) -> list[GraphDefinition]:
+        """Every registered graph, in name order."""
+        with self._lock:
+            return [self._definitions[n] for n in sorted(self._definitions)]
+
+    def all_available(self) -> bool:
+        """Whether every registered graph is AVAILABLE (readiness)."""
+        return all(d.available for d in self.definitions())
