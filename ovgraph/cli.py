@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +63,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pull", action="store_true")
     p.add_argument("--overwrite_models", action="store_true")
     p.add_argument("--drain_timeout", type=float, default=30.0)
+    p.add_argument("--weight-format", dest="weight_format", default="int8",
+                   choices=["fp16", "int8", "int4"])
+    p.add_argument("--list_models", action="store_true")
+    p.add_argument("--add_to_config", action="store_true")
+    p.add_argument("--remove_from_config", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     keys = (
         "pipeline_type", "target_device", "cache_size", "max_num_seqs", "max_num_batched_tokens",
         "enable_prefix_caching", "dynamic_split_fuse", "plugin_config", "allowed_media_domains",
@@ -100,7 +103,7 @@ def build_repository(args: argparse.Namespace) -> Any:
         task_graph,
     )
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     repository = ModelRepository(settings)
     if args.config_path:
         repository.config_path = Path(args.config_path)
@@ -125,46 +128,10 @@ def build_repository(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the server until SIGINT/SIGTERM."""
-    import tornado.httpserver
-    from tornado.ioloop import IOLoop
+    """Run the server (``ovgraph.server``) until SIGINT/SIGTERM."""
+    from ovgraph.server import run_server
 
-    from ovgraph.errors import OvGraphError
-    from ovgraph.frontends.rest.app import MAX_BODY_BYTES, make_app
-
-    level = "DEBUG" if args.log_level == "TRACE" else args.log_level
-    logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    if not args.rest_port and not args.port:
-        args.rest_port = 8000
-    try:
-        repository = build_repository(args)
-    except OvGraphError as exc:
-        print(f"ovgraph: {exc}", file=sys.stderr)
-        return 2
-    app = make_app(repository, _settings(args))
-    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_BYTES)
-    server.listen(args.rest_port, address=args.rest_bind_address)
-    names = ", ".join(d.name for d in repository.definitions())
-    print(
-        f"ovgraph: serving {names} on http://{args.rest_bind_address}:{args.rest_port}",
-        flush=True,
-    )
-
-    def load_all() -> None:
-        for definition in repository.definitions():
-            definition.load()
-
-    threading.Thread(target=load_all, name="ovgraph-load", daemon=True).start()
-    loop = IOLoop.current()
-
-    def stop(*_: Any) -> None:
-        loop.add_callback_from_signal(loop.stop)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    loop.start()
-    server.stop()
-    return 0
+    return run_server(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["serve", *argv]
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        from ovgraph.model_prep import handle_model_commands
+
+        code = handle_model_commands(args)
+        if code is not None:
+            return code
         return serve(args)
     if args.command == "validate":
         from ovgraph.graph_tools import validate_paths

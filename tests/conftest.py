@@ -1,0 +1,128 @@
+"""Shared fixtures: the committed tiny model, images, and real `ovgraph serve` processes."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MODEL = REPO / "graphs" / "qwen2vl-tiny"
+
+
+def free_port() -> int:
+    """Return a free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def golden_array() -> np.ndarray:
+    """224x224 RGB whose row-major HWC bytes are ``i mod 251`` (fixture-model golden image)."""
+    return (np.arange(224 * 224 * 3) % 251).astype(np.uint8).reshape(224, 224, 3)
+
+
+def png_data_url(array: np.ndarray, fmt: str = "PNG") -> str:
+    """Encode an HxWx3 uint8 array as a data URL."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    mime = "jpeg" if fmt == "JPEG" else fmt.lower()
+    return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class ServerProcess:
+    """``ovgraph serve`` started for real in a subprocess on free loopback ports."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ovgraph-serve-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        cmd = [
+            sys.executable, "-m", "ovgraph.cli", "serve",
+            "--rest_port", str(self.port), "--rest_bind_address", "127.0.0.1", *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
+        """Block until ``/v2/health/ready`` answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()}")
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready:\n{self.logs()}")
+
+    def logs(self) -> str:
+        """Everything the server printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    def post(self, path: str, body: object, timeout: float = 60.0) -> tuple[int, dict]:
+        """POST JSON; return ``(status, parsed JSON body)``."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def get(self, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+        """GET; return ``(status, raw body)``."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    """The embedded default model served with no model arguments (the README's run command)."""
+    proc = ServerProcess([]).wait_ready()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def openai_client(server: ServerProcess):  # noqa: ANN201 - the openai type is optional
+    """The official ``openai`` client pointed at the default server."""
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v3", api_key="unused", max_retries=0)
