@@ -1,0 +1,158 @@
+"""The VLM calculators' building blocks, on the real tiny model where a model is needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import openvino_genai as ov_genai
+import pytest
+
+from calculators.llm.chat_template_calculator import build_generation_config
+from calculators.llm.detokenizer_calculator import IncrementalDecoder
+from calculators.llm.graph_template import text_generation_graph
+from calculators.llm.request_validation import RequestLimits, parse_chat_request
+from calculators.llm.servable import determine_pipeline_type, max_model_length, translate_error
+from ovgraph.errors import ContractError, InvalidParameterError, RequestError
+from ovgraph.framework.textformat import parse_graph_config
+from ovgraph.framework.validation import ValidatedGraph
+from tests.conftest import TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> ov_genai.Tokenizer:
+    return ov_genai.Tokenizer(str(TINY_MODEL))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain ascii words",  # one byte per character
+        "日本語のテキストと絵文字 🎉🚀 mixed",  # multi-byte characters split across tokens
+        "def f(x):\n    return '\\n'.join(x)",  # code, escapes, newlines
+    ],
+)
+def test_incremental_decoding_concatenates_to_full_decode(
+    tokenizer: ov_genai.Tokenizer, text: str
+) -> None:
+    ids = [int(i) for i in tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+    decoder = IncrementalDecoder(tokenizer)
+    deltas = [decoder.add([token]) for token in ids]
+    deltas.append(decoder.flush())
+    assert "".join(deltas) == tokenizer.decode(ids) == text
+    assert not any(d.endswith("\ufffd") for d in deltas[:-1])  # no half characters leaked
+
+
+def test_incremental_decoding_holds_back_partial_utf8(tokenizer: ov_genai.Tokenizer) -> None:
+    ids = [int(i) for i in tokenizer.encode("🎉", add_special_tokens=False).input_ids.data[0]]
+    assert len(ids) > 1  # the emoji needs several byte-level tokens
+    decoder = IncrementalDecoder(tokenizer)
+    assert decoder.add(ids[:1]) == ""
+    assert decoder.add(ids[1:]) + decoder.flush() == "🎉"
+
+
+def _copy_model(tmp_path: Path, drop: tuple[str, ...] = ()) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(TINY_MODEL, target)
+    for name in drop:
+        (target / name).unlink()
+    return target
+
+
+def test_auto_pipeline_type_follows_ovms_rule(tmp_path: Path) -> None:
+    assert determine_pipeline_type(TINY_MODEL, "AUTO", "CPU") == "VLM_CB"
+    assert determine_pipeline_type(TINY_MODEL, "", "NPU") == "VLM"
+    assert determine_pipeline_type(TINY_MODEL, "VLM", "CPU") == "VLM"
+    text_only = _copy_model(tmp_path, ("openvino_vision_embeddings_model.bin",))
+    assert determine_pipeline_type(text_only, "AUTO", "CPU") == "LM_CB"
+    with pytest.raises(ValueError, match="needs a VLM model folder"):
+        determine_pipeline_type(text_only, "VLM_CB", "CPU")
+    with pytest.raises(ValueError, match="cannot serve a VLM model folder"):
+        determine_pipeline_type(TINY_MODEL, "LM_CB", "CPU")
+
+
+def test_max_model_length_reads_text_config(tmp_path: Path) -> None:
+    assert max_model_length(TINY_MODEL) == 32768  # only inside text_config (transformers 5)
+    folder = _copy_model(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 77
+    (folder / "config.json").write_text(json.dumps(config))
+    assert max_model_length(folder) == 77
+    (folder / "config.json").unlink()
+    assert max_model_length(folder) is None
+
+
+def test_generation_config_maps_request_fields() -> None:
+    default = ov_genai.VLMPipeline(str(TINY_MODEL), "CPU").get_generation_config()
+    request = parse_chat_request(
+        {
+            "model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0.5,
+            "top_p": 0.9, "top_k": 7, "seed": 11, "stop": ["a", "b"], "max_tokens": 9,
+            "ignore_eos": True, "presence_penalty": 0.5,
+        },
+        endpoint="chat", limits=RequestLimits(),
+    )
+    config = build_generation_config(default, request, prompt_tokens=10, max_length=100)
+    assert config.max_new_tokens == 9
+    assert config.do_sample
+    assert config.temperature == pytest.approx(0.5)
+    assert config.top_p == pytest.approx(0.9)
+    assert config.top_k == 7
+    assert config.rng_seed == 11
+    assert config.stop_strings == {"a", "b"}
+    assert config.ignore_eos
+    assert config.presence_penalty == pytest.approx(0.5)
+    assert not config.apply_chat_template
+    assert 4084 in config.stop_token_ids  # <|im_end|> from the model's generation config
+
+
+def test_generation_config_default_max_tokens_fills_context() -> None:
+    default = ov_genai.GenerationConfig()
+    request = parse_chat_request(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+        endpoint="chat", limits=RequestLimits(),
+    )
+    config = build_generation_config(default, request, prompt_tokens=30, max_length=100)
+    assert config.max_new_tokens == 70
+    assert not config.do_sample
+
+
+def test_genai_errors_are_translated() -> None:
+    aspect = translate_error(RuntimeError("Absolute aspect ratio must be smaller than 200, got"))
+    assert isinstance(aspect, InvalidParameterError)
+    assert isinstance(translate_error(RuntimeError("Missing image/video with index 0")),
+                      RequestError)
+    internal = translate_error(
+        RuntimeError("Check 'x' failed at /home/build/src/pipeline.cpp:12: boom")
+    )
+    assert not isinstance(internal, RequestError)
+    assert "/home" not in str(internal)
+
+
+def test_generated_graph_is_valid_and_expands(tmp_path: Path) -> None:
+    text = text_generation_graph(
+        Path("./"), {"pipeline_type": "VLM", "cache_size": 2, "max_num_seqs": 8}
+    )
+    assert text.startswith("# File created with: ovgraph\n# OVMS_GRAPH_QUEUE_MAX_SIZE: AUTO")
+    parsed = parse_graph_config(text)
+    assert parsed.queue_size_directive == "AUTO"
+    validated = ValidatedGraph(parsed, base_path=TINY_MODEL)
+    names = [n.name for n in validated.nodes]
+    assert names == [
+        "llmexecutor__request", "llmexecutor__images", "llmexecutor__template",
+        "llmexecutor__generation", "llmexecutor__detokenizer", "llmexecutor__response",
+    ]
+    generation = validated.nodes[3]
+    assert generation.options.cache_size == 2
+    assert generation.options.max_num_seqs == 8
+    assert generation.back_edges  # LOOPBACK stays a back edge after expansion
+    assert validated.producers["loopback"][0] == 3  # the generation node closes the loop
+
+
+def test_llm_node_without_options_is_rejected() -> None:
+    text = (TINY_MODEL / "graph.pbtxt").read_text()
+    start = text.index("node_options")
+    end = text.index("input_stream_handler")
+    with pytest.raises(ContractError, match="has no LLMCalculatorOptions"):
+        ValidatedGraph(parse_graph_config(text[:start] + text[end:]))
