@@ -68,10 +68,12 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.logs()}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return self
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r,
+            ):
+                if r.status == 200:
+                    return self
             time.sleep(0.2)
         raise TimeoutError(f"server not ready:\n{self.logs()}")
 
@@ -122,7 +124,7 @@ def server() -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def openai_client(server: ServerProcess):  # noqa: ANN201 - the openai type is optional
+def openai_client(server: ServerProcess):  # type: ignore[no-untyped-def]
     """The official ``openai`` client pointed at the default server."""
     openai = pytest.importorskip("openai")
     return openai.OpenAI(base_url=server.url + "/v3", api_key="unused", max_retries=0)
