@@ -37,7 +37,9 @@ class PreviousLoopbackCalculator(Calculator):
         self.loop_packets: deque[Packet] = deque()
         self.prev_main_ts = ts_mod.UNSTARTED
         self.prev_non_empty_main_ts = ts_mod.UNSTARTED
-        self.prev_loop_ts = ts_mod.UNSTARTED
+        # Unset, not Unstarted: the very first (empty) LOOP packet must be recorded, so that the
+        # first MAIN packet advances PREV_LOOP's bound and downstream nodes do not wait for it.
+        self.prev_loop_ts = ts_mod.UNSET
 
     def process(self, cc: CalculatorContext) -> None:
         """Record the new MAIN/LOOP state and emit every pair that is now decided."""

@@ -138,7 +138,17 @@ _ABSENT = Packet.empty()
 class OutputStream:
     """One output stream of a running node: collects packets until the node's call returns."""
 
-    __slots__ = ("bound", "closed", "current_ts", "name", "next_allowed", "node", "pending", "type")
+    __slots__ = (
+        "bound",
+        "closed",
+        "current_ts",
+        "name",
+        "next_allowed",
+        "node",
+        "pending",
+        "requested_bound",
+        "type",
+    )
 
     def __init__(self, name: str, node: str, type_: type | None) -> None:
         self.name = name
@@ -147,6 +157,7 @@ class OutputStream:
         self.pending: list[Packet] = []
         self.next_allowed = ts_mod.PRE_STREAM
         self.bound = ts_mod.PRE_STREAM
+        self.requested_bound = ts_mod.UNSET
         self.current_ts = ts_mod.UNSTARTED
         self.closed = False
 
@@ -180,9 +191,25 @@ class OutputStream:
         self.add(payload, self.current_ts)
 
     def set_next_timestamp_bound(self, bound: int) -> None:
-        """Promise that no packet before ``bound`` will follow."""
-        if bound > self.next_allowed:
-            self.next_allowed = bound
+        """Promise that no packet before ``bound`` will follow.
+
+        As in MediaPipe, bound updates are batched: they take effect when the current
+        ``open`` / ``process`` call returns, so a packet may still be added below ``bound``
+        during the same call.
+        """
+        if bound > self.requested_bound:
+            self.requested_bound = bound
+
+    def pending_bound(self) -> int:
+        """Return the bound the stream will have once the current call returns."""
+        return max(self.next_allowed, self.requested_bound)
+
+    def commit_bound(self) -> int:
+        """Apply the bound requested during the call that just ended; return the new bound."""
+        if self.requested_bound > self.next_allowed:
+            self.next_allowed = self.requested_bound
+        self.requested_bound = ts_mod.UNSET
+        return self.next_allowed
 
     def close(self) -> None:
         """Close the stream: no more packets."""

@@ -50,6 +50,7 @@ logger = logging.getLogger("ovgraph.graph")
 calc_logger = logging.getLogger("ovgraph.calculator")
 
 _UNOPENED, _OPEN, _CLOSED = 0, 1, 2
+_UNSET = ts_mod.UNSET
 Observer = Callable[[str, Packet], None]
 
 
@@ -230,9 +231,12 @@ class CalculatorGraph:
                 raise self._combined_error()
             if stream.closed:
                 raise RequestError(f'Graph input stream "{name}" is already closed.')
-            if ts <= stream.last_ts or not ts_mod.is_allowed_in_stream(ts):
-                expected = ts_mod.next_allowed_in_stream(stream.last_ts) if (
-                    stream.last_ts != ts_mod.UNSTARTED) else ts_mod.MIN
+            expected = (
+                ts_mod.next_allowed_in_stream(stream.last_ts)
+                if stream.last_ts != ts_mod.UNSTARTED
+                else ts_mod.PRE_STREAM
+            )
+            if ts < expected or not ts_mod.is_allowed_in_stream(ts):
                 raise RequestError(
                     f'Packet timestamp mismatch on a calculator receiving from stream "{name}". '
                     f"Current minimum expected timestamp is {ts_mod.timestamp_str(expected)} "
@@ -557,7 +561,7 @@ class CalculatorGraph:
         offset = node.cc.offset if node.cc is not None else None
         for out_id, out in enumerate(node.outputs):
             pending = out.pending
-            bound = out.next_allowed
+            bound = out.commit_bound() if out.requested_bound != _UNSET else out.next_allowed
             if (
                 offset is not None
                 and ts_mod.is_range_value(node.last_input_ts)

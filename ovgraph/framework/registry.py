@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -22,7 +23,9 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "known_names",
     "lookup",
+    "lookup_optional",
     "override",
+    "refresh",
     "register_calculator",
     "unregister",
 ]
@@ -38,13 +41,18 @@ _failed: dict[str, str] = {}
 C = TypeVar("C")
 
 
+def _normalize(name: str) -> str:
+    """Normalise a distribution name as PEP 503 does (``My_Plugin`` == ``my-plugin``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _allowed(ep: metadata.EntryPoint) -> bool:
     allow = os.environ.get("OVGRAPH_PLUGINS")
     if not allow:
         return True
     names = {n.strip() for n in allow.split(",") if n.strip()}
-    dist = ep.dist.name if ep.dist is not None else ""
-    return ep.name in names or dist in names or dist == "ovgraph"
+    dist = _normalize(ep.dist.name) if ep.dist is not None else ""
+    return ep.name in names or dist in {_normalize(n) for n in names} or dist == "ovgraph"
 
 
 def _load_entry_points() -> dict[str, metadata.EntryPoint]:

@@ -32,58 +32,105 @@ __all__ = [
 ]
 
 _DONE = ts_mod.DONE
+_MIN = ts_mod.MIN
+_MAX = ts_mod.MAX
+_POST_STREAM = ts_mod.POST_STREAM
+_ONE_OVER_POST_STREAM = ts_mod.ONE_OVER_POST_STREAM
+_UNSTARTED = ts_mod.UNSTARTED
+_UNSET = ts_mod.UNSET
 CLOSE: Any = object()
+
+
+def previous_allowed_in_stream(ts: int) -> int:
+    """MediaPipe's ``Timestamp::PreviousAllowedInStream``: the last settled timestamp."""
+    if ts <= _MIN or ts == _POST_STREAM:
+        return _UNSTARTED
+    if ts > _MAX:
+        return _MAX
+    return ts - 1
 
 
 class InputStream:
     """The queue of one node input plus the bound its producer has promised."""
 
-    __slots__ = ("back_edge", "bound", "last_ts", "name", "queue")
+    __slots__ = ("back_edge", "bound", "name", "queue")
 
     def __init__(self, name: str, back_edge: bool = False) -> None:
         self.name = name
         self.queue: deque[Packet] = deque()
         self.bound = ts_mod.PRE_STREAM
-        self.last_ts = ts_mod.UNSTARTED
         self.back_edge = back_edge
+
+    def min_timestamp_or_bound(self) -> int:
+        """Return the head packet's timestamp, or the bound when the queue is empty."""
+        return self.queue[0].timestamp if self.queue else self.bound
 
     def settled(self) -> int:
         """Return the last timestamp for which this stream's content is final."""
-        if self.queue:
-            return self.queue[0].timestamp - 1
-        return self.bound - 1 if self.bound != ts_mod.PRE_STREAM else ts_mod.UNSTARTED
+        return previous_allowed_in_stream(self.queue[0].timestamp if self.queue else self.bound)
+
+    def pop_at(self, ts: int) -> Packet:
+        """Return the packet at ``ts`` (dropping older ones) or an empty bound packet."""
+        if self.bound <= ts:
+            self.bound = ts_mod.next_allowed_in_stream(ts)
+        q = self.queue
+        found = None
+        while q and q[0].timestamp <= ts:
+            found = q.popleft()
+        if found is not None and found.timestamp == ts:
+            return found
+        return Packet.empty(self.settled())
 
 
-def _sync_ready(streams: list[InputStream]) -> Any:
-    """Default-handler readiness over ``streams``: a timestamp, ``CLOSE`` or None."""
-    min_packet = _DONE
-    min_empty_bound = _DONE
-    all_done = True
-    for s in streams:
-        if s.queue:
-            all_done = False
-            t = s.queue[0].timestamp
-            if t < min_packet:
-                min_packet = t
+class _SyncSet:
+    """Streams synchronised together (MediaPipe ``InputStreamHandler::SyncSet``)."""
+
+    __slots__ = ("ids", "last_processed", "process_bounds", "streams")
+
+    def __init__(self, ids: list[int], streams: list[InputStream], process_bounds: bool) -> None:
+        self.ids = ids
+        self.streams = [streams[i] for i in ids]
+        self.process_bounds = process_bounds
+        self.last_processed = _UNSET
+
+    def readiness(self) -> Any:
+        """Return the input timestamp to process, ``CLOSE``, or None when not ready."""
+        min_bound = _DONE
+        min_packet = _DONE
+        for s in self.streams:
+            if s.queue:
+                t = s.queue[0].timestamp
+                if t < min_packet:
+                    min_packet = t
+            elif s.bound < min_bound:
+                min_bound = s.bound
+        if min_packet >= _ONE_OVER_POST_STREAM and min_bound >= _ONE_OVER_POST_STREAM:
+            self.last_processed = _MAX
+            return CLOSE
+        if not self.process_bounds:
+            if min_bound > min_packet:
+                self.last_processed = min_packet
+                return min_packet
+            return None
+        if min_packet == _POST_STREAM and min_bound > min_packet:
+            settled = min_packet
         else:
-            b = s.bound
-            if b != _DONE:
-                all_done = False
-                if b < min_empty_bound:
-                    min_empty_bound = b
-    if all_done:
-        return CLOSE
-    if min_packet < min_empty_bound:
-        return min_packet
-    return None
+            settled = previous_allowed_in_stream(min_bound)
+        ts = min(min_packet, settled)
+        if ts > max(self.last_processed, _UNSTARTED):
+            self.last_processed = ts
+            return ts
+        return None
 
+    def fill(self, ts: int, out: list[Packet]) -> None:
+        """Pop the packets at ``ts`` into ``out`` (indexed by stream id)."""
+        for i, s in zip(self.ids, self.streams):
+            out[i] = s.pop_at(ts)
 
-def _fill_sync(streams: list[InputStream], ts: int) -> list[Packet]:
-    out = []
-    for s in streams:
-        q = s.queue
-        out.append(q.popleft() if q and q[0].timestamp == ts else Packet.empty(ts))
-    return out
+    def fill_bounds(self, out: list[Packet]) -> None:
+        """Put an empty packet at each stream's settled timestamp into ``out``."""
+        for i, s in zip(self.ids, self.streams):
+            out[i] = Packet.empty(s.settled())
 
 
 class InputStreamHandler:
@@ -96,49 +143,57 @@ class InputStreamHandler:
     ) -> None:
         self.streams = streams
         self.process_bounds = process_bounds
-        self.last_ts = ts_mod.UNSTARTED
 
     def next_input_set(self) -> Any:
         """Return ``(timestamp, packets)``, ``CLOSE``, or None when not ready."""
         raise NotImplementedError
 
     def on_push(self, stream: InputStream) -> None:
-        """Hook called after a packet was appended to ``stream``."""
+        """Hook called after packets were appended to ``stream``."""
 
 
 class DefaultInputStreamHandler(InputStreamHandler):
-    """Timestamp-synchronised delivery over all inputs."""
+    """Timestamp-synchronised delivery over all inputs (one sync set of every stream)."""
 
     name = "DefaultInputStreamHandler"
 
-    def next_input_set(self) -> Any:
-        streams = self.streams
-        if len(streams) == 1 and not self.process_bounds:
-            s = streams[0]
-            if s.queue:
-                p = s.queue.popleft()
-                return p.timestamp, [p]
-            return CLOSE if s.bound == _DONE else None
-        ready = _sync_ready(streams)
-        if ready is None:
-            if self.process_bounds:
-                return self._bound_only()
-            return None
-        if ready is CLOSE:
-            return CLOSE
-        self.last_ts = ready
-        return ready, _fill_sync(streams, ready)
+    def __init__(
+        self, streams: list[InputStream], tag_map: TagMap, options: Any, process_bounds: bool
+    ) -> None:
+        super().__init__(streams, tag_map, options, process_bounds)
+        self.sync_set = _SyncSet(list(range(len(streams))), streams, process_bounds)
+        self.single = streams[0] if len(streams) == 1 and not process_bounds else None
 
-    def _bound_only(self) -> Any:
-        settled = min(s.settled() for s in self.streams)
-        if settled > self.last_ts and settled >= ts_mod.PRE_STREAM:
-            self.last_ts = settled
-            return settled, [Packet.empty(settled) for _ in self.streams]
-        return None
+    def next_input_set(self) -> Any:
+        single = self.single
+        if single is not None:
+            # Fast path: one stream, packets only. Equivalent to the sync-set rule.
+            q = single.queue
+            if q:
+                p = q.popleft()
+                if p.timestamp >= single.bound:
+                    single.bound = ts_mod.next_allowed_in_stream(p.timestamp)
+                return p.timestamp, [p]
+            return CLOSE if single.bound >= _ONE_OVER_POST_STREAM else None
+        ready = self.sync_set.readiness()
+        if ready is None or ready is CLOSE:
+            return ready
+        packets: list[Packet] = [_NO_PACKET] * len(self.streams)
+        self.sync_set.fill(ready, packets)
+        return ready, packets
+
+
+_NO_PACKET = Packet.empty()
 
 
 class FixedSizeInputStreamHandler(DefaultInputStreamHandler):
-    """Default handler that keeps each queue short by dropping the oldest packets."""
+    """Default handler that keeps input queues short by dropping the oldest packets.
+
+    Follows ``fixed_size_input_stream_handler.cc``: once a queue reaches ``trigger_queue_size``
+    it is cut to its newest ``target_queue_size`` packets (below the trigger, to its newest
+    ``trigger_queue_size - 1``); packets older than the newest kept timestamp are dropped on
+    every stream. With ``fixed_min_size`` every queue must reach the trigger before any is cut.
+    """
 
     name = "FixedSizeInputStreamHandler"
 
@@ -146,61 +201,143 @@ class FixedSizeInputStreamHandler(DefaultInputStreamHandler):
         self, streams: list[InputStream], tag_map: TagMap, options: Any, process_bounds: bool
     ) -> None:
         super().__init__(streams, tag_map, options, process_bounds)
+        self.single = None
         self.trigger = 2
         self.target = 1
+        self.fixed_min_size = False
         if options is not None:
-            self.trigger = options.trigger_queue_size or self.trigger
-            self.target = options.target_queue_size or self.target
+            self.trigger = options.trigger_queue_size
+            self.target = options.target_queue_size
+            self.fixed_min_size = options.fixed_min_size
+        self.kept = ts_mod.UNSET
 
     def on_push(self, stream: InputStream) -> None:
-        if len(stream.queue) > self.trigger:
-            while len(stream.queue) > self.target:
-                stream.queue.popleft()
+        self._erase(keep_one=False)
+
+    def next_input_set(self) -> Any:
+        self._erase(keep_one=False)
+        ready = self.sync_set.readiness()
+        if ready is None or ready is CLOSE:
+            return ready
+        self._erase(keep_one=True)
+        ts = self._min_timestamp_to_process()
+        packets: list[Packet] = [_NO_PACKET] * len(self.streams)
+        self.sync_set.fill(ts, packets)
+        return ts, packets
+
+    def _erase(self, keep_one: bool) -> None:
+        streams = self.streams
+        if self.fixed_min_size:
+            cut = ts_mod.MAX
+            for s in streams:
+                if len(s.queue) < self.trigger:
+                    return
+                cut = min(cut, s.queue[-self.target].timestamp if self.target else ts_mod.MAX)
+        else:
+            kept = self.kept
+            for s in streams:
+                size = len(s.queue)
+                keep = self.target if size >= self.trigger else self.trigger - 1
+                if size > keep:
+                    newest_dropped = s.queue[size - keep - 1].timestamp
+                    kept = max(kept, ts_mod.next_allowed_in_stream(newest_dropped))
+            if keep_one:
+                kept = min(kept, _previous_in_range(self._min_stream_bound()))
+            self.kept = cut = kept
+        for s in streams:
+            q = s.queue
+            while q and q[0].timestamp < cut:
+                q.popleft()
+
+    def _min_stream_bound(self) -> int:
+        result = _DONE
+        for s in self.streams:
+            b = ts_mod.next_allowed_in_stream(s.queue[-1].timestamp) if s.queue else s.bound
+            result = min(result, b)
+        return result
+
+    def _min_timestamp_to_process(self) -> int:
+        result = _DONE
+        for s in self.streams:
+            t = s.queue[0].timestamp if s.queue else _previous_in_range(s.bound)
+            result = min(result, t)
+        return result
+
+
+def _previous_in_range(bound: int) -> int:
+    return bound - 1 if ts_mod.is_range_value(bound) else bound
 
 
 class ImmediateInputStreamHandler(InputStreamHandler):
-    """Delivers whatever arrives, with no cross-stream synchronisation."""
+    """Delivers whatever arrives, with no cross-stream synchronisation (a sync set per stream).
+
+    With ``PROCESS_TIMESTAMP_BOUNDS`` a stream that becomes done is processed once more at
+    ``Timestamp::Max()`` before the node closes, as in MediaPipe.
+    """
 
     name = "ImmediateInputStreamHandler"
 
+    def __init__(
+        self, streams: list[InputStream], tag_map: TagMap, options: Any, process_bounds: bool
+    ) -> None:
+        super().__init__(streams, tag_map, options, process_bounds)
+        self.sets = [_SyncSet([i], streams, process_bounds) for i in range(len(streams))]
+        self.ready = [_UNSET] * len(streams)
+
     def next_input_set(self) -> Any:
-        best = _DONE
-        all_done = True
-        for s in self.streams:
-            if s.queue:
-                all_done = False
-                t = s.queue[0].timestamp
-            elif s.bound != _DONE:
-                all_done = False
-                if not self.process_bounds:
-                    continue
-                t = s.bound - 1 if s.bound != ts_mod.PRE_STREAM else ts_mod.UNSTARTED
-                if t <= s.last_ts:
-                    continue
-            else:
+        ready = self.ready
+        input_ts = _DONE
+        min_bound = _DONE
+        became_done = False
+        for i, sync_set in enumerate(self.sets):
+            if ready[i] > _UNSET:
+                min_bound = min(min_bound, ready[i])
+                input_ts = min(input_ts, ready[i])
                 continue
-            if t < best:
-                best = t
-        if all_done:
+            previous = sync_set.last_processed
+            result = sync_set.readiness()
+            if result is CLOSE:
+                if self.process_bounds:
+                    if previous < _MAX:
+                        min_bound = min(min_bound, _MAX)
+                        input_ts = min(input_ts, _MAX)
+                        ready[i] = _MAX
+                    else:
+                        ready[i] = _DONE
+                elif previous < _DONE:
+                    became_done = True
+                    ready[i] = _DONE
+                continue
+            stream = sync_set.streams[0]
+            min_bound = min(min_bound, stream.min_timestamp_or_bound())
+            if result is not None:
+                ready[i] = result
+                input_ts = min(input_ts, result)
+        if min_bound == _DONE:
             return CLOSE
-        if best == _DONE:
-            return None
-        packets = []
-        for s in self.streams:
-            q = s.queue
-            if q and q[0].timestamp == best:
-                packets.append(q.popleft())
-                s.last_ts = best
+        if input_ts < _DONE:
+            return input_ts, self._fill(input_ts)
+        if became_done:
+            return min_bound, self._fill(min_bound)
+        return None
+
+    def _fill(self, ts: int) -> list[Packet]:
+        packets: list[Packet] = [_NO_PACKET] * len(self.streams)
+        for i, sync_set in enumerate(self.sets):
+            if self.ready[i] == ts:
+                sync_set.fill(ts, packets)
+                self.ready[i] = _UNSET
             else:
-                settled = s.settled()
-                if self.process_bounds and settled == best:
-                    s.last_ts = best
-                packets.append(Packet.empty(settled))
-        return best, packets
+                sync_set.fill_bounds(packets)
+        return packets
 
 
 class SyncSetInputStreamHandler(InputStreamHandler):
-    """Independent synchronisation sets; each call serves exactly one ready set."""
+    """Independent synchronisation sets; each call serves the first ready set.
+
+    The listed ``sync_set``s come first, then one set of every remaining stream; streams of the
+    other sets get an empty packet at their settled timestamp.
+    """
 
     name = "SyncSetInputStreamHandler"
 
@@ -208,32 +345,30 @@ class SyncSetInputStreamHandler(InputStreamHandler):
         self, streams: list[InputStream], tag_map: TagMap, options: Any, process_bounds: bool
     ) -> None:
         super().__init__(streams, tag_map, options, process_bounds)
-        self.sets = [[streams[i] for i in ids] for ids in sync_sets_from_options(tag_map, options)]
+        self.sets = [
+            _SyncSet(ids, streams, process_bounds)
+            for ids in sync_sets_from_options(tag_map, options)
+        ]
 
     def next_input_set(self) -> Any:
-        best = _DONE
-        best_set: list[InputStream] | None = None
-        all_done = True
-        for group in self.sets:
-            ready = _sync_ready(group)
-            if ready is CLOSE:
+        sets = self.sets
+        chosen = None
+        ts = _DONE
+        k = 0
+        while k < len(sets):
+            result = sets[k].readiness()
+            if result is CLOSE:
+                del sets[k]
                 continue
-            all_done = False
-            if ready is not None and ready < best:
-                best, best_set = ready, group
-        if all_done:
-            return CLOSE
-        if best_set is None:
-            return None
-        chosen = {id(s) for s in best_set}
-        packets = []
-        for s in self.streams:
-            if id(s) in chosen:
-                q = s.queue
-                packets.append(q.popleft() if q and q[0].timestamp == best else Packet.empty(best))
-            else:
-                packets.append(Packet.empty(s.settled()))
-        return best, packets
+            if result is not None:
+                chosen, ts = sets[k], result
+                break
+            k += 1
+        if chosen is None:
+            return CLOSE if not sets else None
+        packets = [Packet.empty(s.settled()) for s in self.streams]
+        chosen.fill(ts, packets)
+        return ts, packets
 
 
 def sync_sets_from_options(tag_map: TagMap, options: Any) -> list[list[int]]:

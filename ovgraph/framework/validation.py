@@ -250,6 +250,9 @@ def _validate(parsed: ParsedGraphConfig, base_path: Path | None) -> _Result:
             executor=node.executor,
         )
         nodes.append(spec)
+        # Back edges are known from the config alone: wiring checks need them even when the
+        # calculator is unknown (else a LOOPBACK node would also report a false cycle).
+        _check_stream_info(spec, out)
         try:
             cls = registry.lookup(node.calculator)
         except CalculatorNotFoundError as exc:
@@ -268,7 +271,6 @@ def _validate(parsed: ParsedGraphConfig, base_path: Path | None) -> _Result:
         except ContractError as exc:
             out.add(ContractError, f"ValidatedGraphConfig Initialization failed.\n{exc}",
                     name, line)
-        _check_stream_info(spec, out)
         _choose_handler(spec, cls, config, out)
 
     res.nodes, res.classes = nodes, classes
@@ -364,8 +366,8 @@ def _wire(res: _Result, out: _Collector) -> None:
         if entry.name in producers:
             out.add(ValidationError, f'; Output Stream "{entry.name}" defined twice.')
         producers[entry.name] = (-1, i)
-    for i, entry in enumerate(res.graph_input_side_packets):
-        side_producers[entry.name] = (-1, i)
+    # Graph-level input_side_packet entries only document what start_run expects: a side
+    # packet no node produces is required whether or not the graph declares it.
     for spec in nodes:
         for out_id, entry in enumerate(spec.outputs):
             if entry.name in producers:

@@ -1,0 +1,5 @@
+"""Example ovgraph calculator plugin.
+
+The package root imports nothing: ovgraph loads ``upper_case`` through the entry point only
+when a graph names ``UpperCaseCalculator``.
+"""

@@ -1,0 +1,154 @@
+"""Benchmark: ovgraph vs MediaPipe 0.10.21 on PassThroughCalculator chains.
+
+Both runtimes are measured in the same run on the same machine: 10,000 integer packets (payload t
+at timestamp t) through a chain of 10 ``PassThroughCalculator`` nodes and through a single node,
+observing the last stream, then closing all packet sources and waiting until done. ovgraph runs
+in-process; MediaPipe runs in ``.venv-mediapipe`` (created on first use, see
+``tests/framework/mediapipe_oracle.py``) through a subprocess.
+
+Usage::
+
+    .venv/bin/python tools/bench_graph.py [--packets N] [--repeat R] [--skip-mediapipe]
+
+Prints per-packet microseconds for both chain lengths; the last line is a JSON object with
+``ovgraph_us_per_packet``, ``mediapipe_us_per_packet`` and ``ratio`` (10-node chain,
+ovgraph / mediapipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def chain_config(length: int) -> str:
+    """Return a graph of ``length`` PassThroughCalculators from ``in`` to ``out``."""
+    streams = ["in"] + [f"s{i}" for i in range(1, length)] + ["out"]
+    nodes = "".join(
+        f'node {{ calculator: "PassThroughCalculator" input_stream: "{a}" output_stream: "{b}" }}\n'
+        for a, b in itertools.pairwise(streams)
+    )
+    return f'input_stream: "in"\noutput_stream: "out"\n{nodes}'
+
+
+_MEDIAPIPE_SCRIPT = r"""
+import json, sys, time
+from mediapipe.python import packet_creator
+from mediapipe.python._framework_bindings import calculator_graph
+
+args = json.loads(sys.argv[1])
+results = {}
+for length, config in args["configs"].items():
+    best = None
+    for _ in range(args["repeat"]):
+        graph = calculator_graph.CalculatorGraph(graph_config=config)
+        seen = []
+        graph.observe_output_stream("out", lambda name, packet: seen.append(packet.timestamp))
+        graph.start_run()
+        start = time.perf_counter()
+        for t in range(args["packets"]):
+            graph.add_packet_to_input_stream(
+                stream="in", packet=packet_creator.create_int(t), timestamp=t
+            )
+        graph.close_all_packet_sources()
+        graph.wait_until_done()
+        elapsed = time.perf_counter() - start
+        assert len(seen) == args["packets"], len(seen)
+        best = elapsed if best is None else min(best, elapsed)
+    results[length] = best * 1e6 / args["packets"]
+print(json.dumps(results))
+"""
+
+
+def _collector(seen: list[int]) -> Any:
+    def observe(_name: str, packet: Any) -> None:
+        seen.append(packet.timestamp)
+
+    return observe
+
+
+def bench_ovgraph(length: int, packets: int, repeat: int) -> float:
+    """Return the best per-packet time in µs of ovgraph on a chain of ``length`` nodes."""
+    from ovgraph.framework.graph import CalculatorGraph
+    from ovgraph.framework.packet import Packet
+    from ovgraph.framework.textformat import parse_graph_config
+    from ovgraph.framework.validation import ValidatedGraph
+
+    validated = ValidatedGraph(parse_graph_config(chain_config(length)))
+    best = None
+    for _ in range(repeat):
+        graph = CalculatorGraph(validated)
+        seen: list[int] = []
+        graph.observe_output_stream("out", _collector(seen))
+        graph.start_run()
+        start = time.perf_counter()
+        for t in range(packets):
+            graph.add_packet_to_input_stream("in", Packet(t, t))
+        graph.close_all_packet_sources()
+        graph.wait_until_done(timeout=600)
+        elapsed = time.perf_counter() - start
+        if len(seen) != packets:
+            raise RuntimeError(f"ovgraph delivered {len(seen)} of {packets} packets")
+        best = elapsed if best is None else min(best, elapsed)
+    assert best is not None
+    return best * 1e6 / packets
+
+
+def bench_mediapipe(lengths: list[int], packets: int, repeat: int) -> dict[int, float]:
+    """Return MediaPipe's best per-packet time in µs per chain length (subprocess)."""
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "framework"))
+    from mediapipe_oracle import ensure_venv
+
+    python = ensure_venv()
+    args = {
+        "configs": {str(n): chain_config(n) for n in lengths},
+        "packets": packets,
+        "repeat": repeat,
+    }
+    done = subprocess.run(
+        [str(python), "-c", _MEDIAPIPE_SCRIPT, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"MediaPipe benchmark failed: {done.stderr.strip()[-2000:]}")
+    return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packets", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; best wins")
+    parser.add_argument("--skip-mediapipe", action="store_true")
+    args = parser.parse_args()
+    lengths = [10, 1]
+    ours = {n: bench_ovgraph(n, args.packets, args.repeat) for n in lengths}
+    theirs = {} if args.skip_mediapipe else bench_mediapipe(lengths, args.packets, args.repeat)
+    for n in lengths:
+        line = f"{n:2d}-node chain: ovgraph {ours[n]:7.2f} us/packet"
+        if n in theirs:
+            line += f", mediapipe {theirs[n]:7.2f} us/packet, ratio {ours[n] / theirs[n]:.2f}"
+        print(line)
+    mediapipe_us = theirs.get(10)
+    summary = {
+        "ovgraph_us_per_packet": round(ours[10], 2),
+        "mediapipe_us_per_packet": None if mediapipe_us is None else round(mediapipe_us, 2),
+        "ratio": None if mediapipe_us is None else round(ours[10] / mediapipe_us, 3),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
