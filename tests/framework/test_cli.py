@@ -41,7 +41,9 @@ def test_validate_reports_path_line_message() -> None:
 
 def test_validate_reports_parse_errors(tmp_path: Path) -> None:
     graph = tmp_path / "broken.pbtxt"
-    graph.write_text('input_stream: "in"\nnode {\n  calculator: "PassThroughCalculator"\n  bogus: 1\n}\n')
+    graph.write_text(
+        'input_stream: "in"\nnode {\n  calculator: "PassThroughCalculator"\n  bogus: 1\n}\n'
+    )
     result = _ovgraph("validate", str(graph))
     assert result.returncode == 1
     assert result.stdout.startswith(f"{graph}:4:")
