@@ -1,0 +1,1 @@
+"""OVMS model calculators: compiled OpenVINO models as sessions, and inference on them."""
