@@ -1,4 +1,4 @@
-"""``ovgraph`` command line: ``serve`` (OVMS's flag names), ``validate``, ``draw``.
+"""``ovgraph`` command line: ``serve`` (OVMS's flag names), ``validate``, ``draw``, ``export``.
 
 ``ovgraph serve`` with no model arguments serves the embedded default model. ``ovgraph
 --rest_port 8000 --model_path …`` (flags first, no sub-command) works too, as ``ovms`` does.
@@ -62,9 +62,22 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_repository_path", default=os.environ.get("OVMS_MODEL_REPOSITORY_PATH"))
     p.add_argument("--pull", action="store_true")
     p.add_argument("--overwrite_models", action="store_true")
-    p.add_argument("--drain_timeout", type=float, default=30.0)
+    p.add_argument("--drain_timeout", type=float, default=30.0,
+                   help="seconds in-flight requests may finish after SIGTERM")
+    p.add_argument("--max_queued_requests", type=int, default=256,
+                   help="requests that may wait for a free sequence slot; more get 503")
+    p.add_argument("--request_timeout", type=float, default=600.0,
+                   help="seconds a request may wait for its (next) output; 0 = no deadline")
+    p.add_argument("--max_body_size", type=int, default=64 * 1024 * 1024,
+                   help="largest accepted request body in bytes (413 above)")
     p.add_argument("--weight-format", dest="weight_format", default="int8",
                    choices=["fp16", "int8", "int4"])
+    p.add_argument("--tool_parser", default=None)
+    p.add_argument("--reasoning_parser", default=None)
+    p.add_argument("--enable_tool_guided_generation", default=None)
+    p.add_argument("--kv_cache_precision", default=None, choices=["u8"])
+    p.add_argument("--max_prompt_len", type=int, default=None)
+    p.add_argument("--extra_quantization_params", default=None)
     p.add_argument("--list_models", action="store_true")
     p.add_argument("--add_to_config", action="store_true")
     p.add_argument("--remove_from_config", action="store_true")
@@ -79,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+")
     draw = sub.add_parser("draw", help="print a graph as Graphviz DOT")
     draw.add_argument("path")
+    sub.add_parser("export", add_help=False,
+                   help="convert a model and write its graph (export_model.py text_generation)")
     return parser
 
 
@@ -87,9 +102,14 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "pipeline_type", "target_device", "cache_size", "max_num_seqs", "max_num_batched_tokens",
         "enable_prefix_caching", "dynamic_split_fuse", "plugin_config", "allowed_media_domains",
         "allowed_local_media_path", "allowed_origins", "allowed_methods", "allowed_headers",
-        "allow_credentials", "api_key_file", "metrics_enable",
+        "allow_credentials", "api_key_file", "metrics_enable", "tool_parser",
+        "reasoning_parser", "enable_tool_guided_generation", "kv_cache_precision",
+        "max_prompt_len",
     )
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k, None) for k in keys}
+    if getattr(args, "config_path", None):
+        settings["config_path"] = str(Path(args.config_path).resolve())
+    return settings
 
 
 def build_repository(args: argparse.Namespace) -> Any:
@@ -139,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("--"):
         argv = ["serve", *argv]
+    if argv[0] == "export":
+        from ovgraph.export import main as export_main
+
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from ovgraph.model_prep import handle_model_commands

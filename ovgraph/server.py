@@ -1,9 +1,16 @@
-"""The server process: model repository, REST (and gRPC) frontends, signals, lifecycle."""
+"""The server process: model repository, REST (and gRPC) frontends, signals, lifecycle.
+
+Shutdown (SIGTERM or SIGINT): the server keeps listening but answers new model requests and
+readiness probes with 503, lets requests in flight finish for up to ``--drain_timeout`` seconds,
+cancels whatever is left, stops the frontends and exits 0. A second signal stops at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +20,30 @@ __all__ = ["run_server"]
 
 logger = logging.getLogger("ovgraph")
 
+_ABORT_GRACE = 2.0
+_EXIT_WATCHDOG = 10.0
+
+
+def _start_grpc(args: argparse.Namespace, repository: Any, settings: dict[str, Any]) -> Any:
+    try:
+        from ovgraph.frontends.grpc.server import start_grpc_server
+    except ImportError:
+        logger.error("The gRPC frontend is not available; serving REST only")
+        return None
+    return start_grpc_server(repository, settings, args.port, args.grpc_bind_address)
+
+
+def _exit_watchdog() -> None:
+    """Exit even if a calculator thread never returns (pool threads are joined at exit)."""
+
+    def force() -> None:
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(_EXIT_WATCHDOG, force)
+    timer.daemon = True
+    timer.start()
+
 
 def run_server(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; returns the process exit code."""
@@ -21,23 +52,38 @@ def run_server(args: argparse.Namespace) -> int:
 
     from ovgraph.cli import build_repository, settings_from_args
     from ovgraph.errors import OvGraphError
-    from ovgraph.frontends.rest.app import MAX_BODY_BYTES, make_app
+    from ovgraph.framework import executor
+    from ovgraph.frontends.auth import load_api_key
+    from ovgraph.frontends.rest.app import ServerState, make_app, tornado_max_body_size
 
     level = "DEBUG" if args.log_level == "TRACE" else args.log_level
     logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
     if not args.rest_port and not args.port:
         args.rest_port = 8000
     try:
+        api_key = load_api_key(getattr(args, "api_key_file", "") or None)
         repository = build_repository(args)
     except OvGraphError as exc:
         print(f"ovgraph: {exc}", file=sys.stderr)
         return 2
     settings = settings_from_args(args)
+    state = ServerState(
+        api_key=api_key,
+        max_queued=getattr(args, "max_queued_requests", 256),
+        max_body_bytes=getattr(args, "max_body_size", 64 * 1024 * 1024),
+        request_timeout=getattr(args, "request_timeout", 600.0),
+    )
+    if api_key is not None:
+        logger.info("API key required for model requests")
     server = None
     if args.rest_port:
-        app = make_app(repository, settings)
-        server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_BYTES)
+        app = make_app(repository, settings, state)
+        server = tornado.httpserver.HTTPServer(
+            app, max_body_size=tornado_max_body_size(state), max_header_size=64 * 1024,
+            idle_connection_timeout=300,
+        )
         server.listen(args.rest_port, address=args.rest_bind_address)
+    grpc_server = _start_grpc(args, repository, settings) if args.port else None
     names = ", ".join(d.name for d in repository.definitions())
     where = f"http://{args.rest_bind_address}:{args.rest_port}" if args.rest_port else "-"
     print(f"ovgraph: serving {names} on {where}", flush=True)
@@ -47,14 +93,41 @@ def run_server(args: argparse.Namespace) -> int:
             definition.load()
 
     threading.Thread(target=load_all, name="ovgraph-load", daemon=True).start()
+    repository.start_watching(args.file_system_poll_wait_seconds)
     loop = IOLoop.current()
+    drain_timeout = max(0.0, float(getattr(args, "drain_timeout", 30.0)))
 
-    def stop(*_: Any) -> None:
-        loop.add_callback_from_signal(loop.stop)
+    async def drain() -> None:
+        logger.info("Shutting down: draining %d request(s)", len(state.active))
+        if not await state.wait_drained(drain_timeout):
+            logger.warning("Drain timeout: cancelling %d request(s)", len(state.active))
+            for handler in list(state.active):
+                handler.abort()
+            await state.wait_drained(_ABORT_GRACE)
+        await asyncio.sleep(0.05)  # let the last answers reach their sockets
+        loop.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal() -> None:
+        if state.draining:
+            loop.stop()
+            return
+        state.draining = True
+        loop.add_callback(drain)
+
+    def handle(*_: Any) -> None:
+        loop.add_callback_from_signal(on_signal)
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
     loop.start()
     if server is not None:
         server.stop()
+    if grpc_server is not None:
+        try:
+            grpc_server.stop(0)
+        except Exception:
+            logger.exception("Stopping the gRPC server failed")
+    _exit_watchdog()
+    executor.shutdown(wait=False)
+    logger.info("Server stopped")
     return 0

@@ -34,6 +34,11 @@ class LLMResources:
     image_policy: ImagePolicy
     options: Any
 
+    @property
+    def max_concurrent_runs(self) -> int:
+        """Graph runs the server admits at once: the engine's ``max_num_seqs``."""
+        return self.servable.max_num_seqs
+
 
 @dataclass
 class RequestContext:

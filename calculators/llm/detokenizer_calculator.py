@@ -1,13 +1,31 @@
-"""DetokenizerCalculator: token ids to text, incrementally and UTF-8 safe."""
+"""DetokenizerCalculator: token ids to text, incrementally and UTF-8 safe.
+
+Two decoders give the same text: ``IncrementalDecoder`` calls the model's genai detokenizer
+(two small inferences per step), ``ByteLevelStream`` looks token bytes up in a table built from
+``tokenizer.json`` (byte-level BPE, as Qwen2 and GPT-2 style models use) and runs them through
+an incremental UTF-8 decoder. The table is used only when it reproduces the genai detokenizer on
+a sample of single ids and random sequences, checked once per model folder.
+"""
 
 from __future__ import annotations
 
+import codecs
+import json
+import logging
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from calculators.llm.common import LLMNodeCalculator, LLMResources, TextChunk, TokenChunk
-from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
+
+logger = logging.getLogger(__name__)
 
 _REPLACEMENT = "\ufffd"
+_CHECK_SINGLE_IDS = 8192
+_CHECK_SEQUENCES = 256
 
 
 class IncrementalDecoder:
@@ -59,6 +77,136 @@ class IncrementalDecoder:
         return delta
 
 
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-to-printable-character map, inverted (character → byte)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+class ByteLevelTable:
+    """Token id → bytes for a byte-level BPE ``tokenizer.json``, plus its special ids."""
+
+    def __init__(self, pieces: list[bytes], special: frozenset[int]) -> None:
+        self.pieces = pieces
+        self.special = special
+
+    @classmethod
+    def from_tokenizer_json(cls, data: Mapping[str, Any]) -> ByteLevelTable | None:
+        """Build the table, or None when the tokenizer is not plain byte-level BPE."""
+        decoder = data.get("decoder") or {}
+        model = data.get("model") or {}
+        if decoder.get("type") != "ByteLevel" or model.get("type") != "BPE":
+            return None
+        alphabet = _byte_alphabet()
+        vocab: dict[str, int] = model.get("vocab") or {}
+        added = data.get("added_tokens") or []
+        size = max([*vocab.values(), *(int(t["id"]) for t in added)], default=-1) + 1
+        pieces = [b""] * size
+        for token, index in vocab.items():
+            try:
+                pieces[index] = bytes(alphabet[ch] for ch in token)
+            except KeyError:
+                return None
+        special = set()
+        for token in added:
+            pieces[int(token["id"])] = str(token["content"]).encode("utf-8")
+            if token.get("special"):
+                special.add(int(token["id"]))
+        return cls(pieces, frozenset(special))
+
+    def to_bytes(self, ids: Sequence[int], skip_special_tokens: bool) -> bytes:
+        """The bytes of ``ids`` (ids outside the table decode to nothing, as in genai)."""
+        pieces, size = self.pieces, len(self.pieces)
+        skip = self.special if skip_special_tokens else ()
+        return b"".join(pieces[i] for i in ids if 0 <= i < size and i not in skip)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """The whole text of ``ids``."""
+        return self.to_bytes(ids, skip_special_tokens).decode("utf-8", errors="replace")
+
+    def agrees_with(self, tokenizer: Any, seed: int = 0) -> bool:
+        """Whether genai's detokenizer gives the same text on a sample of ids and sequences."""
+        size = len(self.pieces)
+        step = max(1, size // _CHECK_SINGLE_IDS)
+        singles = sorted({*range(0, size, step), *self.special, size, size + 7})
+        rng = random.Random(seed)
+        sequences = [
+            [rng.randrange(size) for _ in range(rng.randint(1, 12))]
+            for _ in range(_CHECK_SEQUENCES)
+        ]
+        specials = sorted(self.special)
+        if specials:
+            for sequence in sequences[::8]:
+                sequence.insert(rng.randrange(len(sequence) + 1), rng.choice(specials))
+        by_length: dict[int, list[list[int]]] = {1: [[i] for i in singles]}
+        for sequence in sequences:
+            by_length.setdefault(len(sequence), []).append(sequence)
+        for skip in (True, False):
+            # One batch per length: genai pads shorter rows with the pad token.
+            for batch in by_length.values():
+                expected = tokenizer.decode(batch, skip_special_tokens=skip)
+                for ids, text in zip(batch, expected):
+                    if self.decode(ids, skip) != str(text):
+                        logger.info("Byte-level table disagrees with genai on %s", ids)
+                        return False
+        return True
+
+
+_tables: dict[str, ByteLevelTable | None] = {}
+_tables_lock = threading.Lock()
+
+
+def byte_level_table(models_dir: str | Path, tokenizer: Any) -> ByteLevelTable | None:
+    """The checked table of a model folder (built once), or None to use genai's decode."""
+    key = str(models_dir)
+    with _tables_lock:
+        if key in _tables:
+            return _tables[key]
+        table: ByteLevelTable | None = None
+        try:
+            data = json.loads((Path(models_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+            table = ByteLevelTable.from_tokenizer_json(data)
+            if table is not None and not table.agrees_with(tokenizer):
+                table = None
+        except (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError):
+            table = None
+        _tables[key] = table
+        return table
+
+
+class ByteLevelStream:
+    """Incremental decoding with a ``ByteLevelTable``: same deltas contract as the genai one.
+
+    Bytes go through an incremental UTF-8 decoder, which holds back an incomplete character
+    until its last byte arrives and replaces invalid bytes with U+FFFD as genai does.
+    """
+
+    def __init__(self, table: ByteLevelTable, skip_special_tokens: bool = True) -> None:
+        self.table = table
+        self.skip = skip_special_tokens
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, new_ids: list[int]) -> str:
+        """Append ids and return the text that became final."""
+        if not new_ids:
+            return ""
+        return str(self.utf8.decode(self.table.to_bytes(new_ids, self.skip)))
+
+    def flush(self) -> str:
+        """Return the rest of the text once generation has ended."""
+        return str(self.utf8.decode(b"", final=True))
+
+
 class DetokenizerCalculator(LLMNodeCalculator):
     """Turns ``TOKENS`` chunks into ``TEXT`` chunks with the model's detokenizer.
 
@@ -75,17 +223,30 @@ class DetokenizerCalculator(LLMNodeCalculator):
     IN = Input("TOKENS", TokenChunk)
     OUT = Output("TEXT", TextChunk)
 
+    @classmethod
+    def create_node_resources(cls, spec: NodeSpec, settings: Mapping[str, Any]) -> Any:
+        """Load the servable, and build and check the byte-level table at load time."""
+        resources = super().create_node_resources(spec, settings)
+        servable = resources.servable
+        byte_level_table(servable.models_dir, servable.tokenizer)
+        return resources
+
     def open(self, cc: CalculatorContext) -> None:
         """No decoder until the first chunk says whether special tokens are skipped."""
-        self.decoder: IncrementalDecoder | None = None
+        self.decoder: IncrementalDecoder | ByteLevelStream | None = None
 
     def process(self, cc: CalculatorContext) -> None:
         """Decode the new ids; flush on the last chunk."""
         chunk: TokenChunk = self.IN(cc).get()
         if self.decoder is None:
             resources: LLMResources = cc.resources
+            servable = resources.servable
             skip = chunk.context.request.skip_special_tokens
-            self.decoder = IncrementalDecoder(resources.servable.tokenizer, skip)
+            table = byte_level_table(servable.models_dir, servable.tokenizer)
+            self.decoder = (
+                ByteLevelStream(table, skip) if table is not None
+                else IncrementalDecoder(servable.tokenizer, skip)
+            )
         text = self.decoder.add(chunk.ids)
         if chunk.finished:
             text += self.decoder.flush()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from calculators.llm.chunks import Usage
 from calculators.llm.common import GenerationInput, LLMNodeCalculator, LLMResources, TokenChunk
+from calculators.llm.metrics import observe_finished_job
 from calculators.llm.servable import GenerationJob
 from ovgraph.errors import GraphCancelledError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
+
+STREAM_INTERVAL = 0.02
 
 
 class VLMGenerationCalculator(LLMNodeCalculator):
@@ -50,6 +54,8 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         """No job yet."""
         self.job: GenerationJob | None = None
         self.input: GenerationInput | None = None
+        self.observed = False
+        self.last_emit = 0.0
 
     def process(self, cc: CalculatorContext) -> None:
         """Start a job on a new prompt; on LOOPBACK, read the next tokens of the running job."""
@@ -61,13 +67,14 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         job, gen_input = self.job, self.input
         assert job is not None and gen_input is not None
         if gen_input.context.request.stream:
-            ids, finished = job.read()
+            ids, finished = self._read_batch(job)
         else:
             ids, finished = job.wait_all(), True
         if job.cancelled:
             raise GraphCancelledError("Generation cancelled")
         chunk = TokenChunk(gen_input.context, ids, finished)
         if finished:
+            self._observe(job, gen_input)
             chunk.finish_reason = job.finish_reason
             chunk.usage = Usage(job.prompt_tokens or gen_input.prompt_tokens, job.completion_tokens)
         # A LOOPBACK packet at T answers the packets sent at T: the next ones go out at T + 1.
@@ -75,6 +82,22 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         self.TOKENS(cc).add(chunk, ts)
         if not finished:
             self.LOOPBACK_OUT(cc).add(True, ts)
+
+    def _read_batch(self, job: GenerationJob) -> tuple[list[int], bool]:
+        """Wait for new tokens, then gather those of the next few milliseconds too.
+
+        Streams emit at most one chunk per ``STREAM_INTERVAL`` seconds (the first at once), so
+        a fast engine does not cost one graph step per token and stream.
+        """
+        ids, finished = job.read()
+        now = time.monotonic()
+        wait = self.last_emit + STREAM_INTERVAL - now
+        if not finished and wait > 0 and not job.cancelled:
+            time.sleep(wait)
+            more, finished = job.read(0)
+            ids.extend(more)
+        self.last_emit = time.monotonic()
+        return ids, finished
 
     def _start(self, cc: CalculatorContext, gen_input: GenerationInput) -> None:
         resources: LLMResources = cc.resources
@@ -84,7 +107,16 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         gen_input.context.payload.on_disconnect(job.cancel)
         resources.servable.submit(job)
 
+    def _observe(self, job: GenerationJob, gen_input: GenerationInput) -> None:
+        if not self.observed:
+            self.observed = True
+            observe_finished_job(
+                gen_input.context.request.model, job, job.prompt_tokens or gen_input.prompt_tokens
+            )
+
     def close(self, cc: CalculatorContext) -> None:
         """Never leave a job running in the engine."""
         if self.job is not None and not self.job.finished:
             self.job.cancel()
+        if self.job is not None and self.input is not None:
+            self._observe(self.job, self.input)

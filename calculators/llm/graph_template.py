@@ -59,7 +59,7 @@ def _flag(value: Any, default: bool) -> str:
     return "true" if value else "false"
 
 
-def text_generation_graph(model_dir: Path, settings: Mapping[str, Any]) -> str:
+def text_generation_graph(model_dir: Path | str, settings: Mapping[str, Any]) -> str:
     """Return the LLM/VLM graph for ``model_dir`` with the text-generation flags applied.
 
     ``model_dir`` is written as given: ``"./"`` for a graph stored next to the model, an
@@ -74,9 +74,22 @@ def text_generation_graph(model_dir: Path, settings: Mapping[str, Any]) -> str:
         extra.append(f"dynamic_split_fuse: {_flag(settings['dynamic_split_fuse'], True)}")
     if settings.get("max_tokens_limit"):
         extra.append(f"max_tokens_limit: {int(settings['max_tokens_limit'])}")
+    for key in ("tool_parser", "reasoning_parser"):
+        if settings.get(key):
+            extra.append(f'{key}: "{settings[key]}"')
+    if settings.get("enable_tool_guided_generation") is not None:
+        flag = _flag(settings["enable_tool_guided_generation"], False)
+        extra.append(f"enable_tool_guided_generation: {flag}")
     plugin = settings.get("plugin_config") or {}
     if isinstance(plugin, str):
         plugin = json.loads(plugin) if plugin else {}
+    plugin = dict(plugin)
+    if settings.get("kv_cache_precision"):
+        plugin["KV_CACHE_PRECISION"] = settings["kv_cache_precision"]
+    if settings.get("max_prompt_len"):
+        plugin["MAX_PROMPT_LEN"] = int(settings["max_prompt_len"])
+    if settings.get("ov_cache_dir"):
+        plugin["CACHE_DIR"] = settings["ov_cache_dir"]
     return _TEMPLATE.format(
         models_path=str(model_dir).replace("\\", "/").replace('"', '\\"'),
         plugin_config=json.dumps(plugin),

@@ -19,12 +19,14 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calculators.llm.metrics import RUNNING_SEQUENCES, WAITING_SEQUENCES
 from ovgraph.errors import InvalidParameterError, RequestError, ServableNotReadyError
 
 __all__ = [
@@ -144,13 +146,23 @@ class GenerationJob:
     completion_tokens: int = 0
     prompt_tokens: int = 0
     error: BaseException | None = None
+    wake_on_push: bool = True
+    submitted_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    last_token_at: float | None = None
 
     def push(self, ids: Sequence[int]) -> None:
         """Engine side: deliver new token ids."""
         with self.cond:
+            if ids:
+                now = time.monotonic()
+                if self.first_token_at is None:
+                    self.first_token_at = now
+                self.last_token_at = now
             self.new_ids.extend(ids)
             self.completion_tokens += len(ids)
-            self.cond.notify_all()
+            if self.wake_on_push:
+                self.cond.notify_all()
 
     def finish(self, reason: str | None, error: BaseException | None = None) -> None:
         """Engine side: mark the end (with a finish reason or an error)."""
@@ -174,7 +186,12 @@ class GenerationJob:
             return ids, finished
 
     def wait_all(self) -> list[int]:
-        """Calculator side: wait for the end and return every token id."""
+        """Calculator side: wait for the end and return every token id.
+
+        The reader is woken once at the end, not on every step (fewer thread switches).
+        """
+        with self.cond:
+            self.wake_on_push = False
         ids: list[int] = []
         while True:
             new, finished = self.read()
@@ -191,7 +208,7 @@ class GenerationJob:
 
 def translate_error(exc: BaseException) -> Exception:
     """Map a genai exception to the ovgraph error tree (client fault or server fault)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _first_line(str(exc)) or type(exc).__name__
     for marker in _CLIENT_ERRORS:
         if marker.lower() in text.lower():
             if "aspect ratio" in text.lower():
@@ -200,6 +217,15 @@ def translate_error(exc: BaseException) -> Exception:
                 )
             return RequestError(_scrub(text))
     return RuntimeError(_scrub(text))
+
+
+def _first_line(text: str) -> str:
+    """The first line of a genai message that is not a source location."""
+    for line in text.strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Exception from ", "Check '")):
+            return line
+    return ""
 
 
 def _scrub(text: str) -> str:
@@ -224,6 +250,7 @@ class _Engine:
             if self.stopping:
                 raise ServableNotReadyError("Servable is shutting down")
             self.pending.append(job)
+            WAITING_SEQUENCES.inc()
             self.cond.notify_all()
 
     def stop(self) -> None:
@@ -252,11 +279,13 @@ class SerialEngine(_Engine):
                 if self.stopping and not self.pending:
                     return
                 job = self.pending.popleft()
+                WAITING_SEQUENCES.dec()
             if job.cancelled:
                 job.finish("cancelled")
                 continue
 
             streamer = _make_streamer(ov_genai, job)
+            RUNNING_SEQUENCES.inc()
             try:
                 if self.is_vlm:
                     result = self.pipeline.generate(
@@ -273,6 +302,8 @@ class SerialEngine(_Engine):
                 job.finish("cancelled" if job.cancelled else reason)
             except Exception as exc:
                 job.finish(None, translate_error(exc))
+            finally:
+                RUNNING_SEQUENCES.dec()
 
 
 def _make_streamer(ov_genai: Any, job: GenerationJob) -> Any:
@@ -314,6 +345,11 @@ class ContinuousBatchingEngine(_Engine):
             job.finish(None, translate_error(exc))
             return
         self.active[request_id] = (job, handle)
+        RUNNING_SEQUENCES.inc()
+
+    def _drop(self, request_id: int) -> None:
+        del self.active[request_id]
+        RUNNING_SEQUENCES.dec()
 
     def _loop(self) -> None:
         import openvino_genai as ov_genai
@@ -332,6 +368,7 @@ class ContinuousBatchingEngine(_Engine):
                     return
                 incoming = list(self.pending)
                 self.pending.clear()
+                WAITING_SEQUENCES.dec(len(incoming))
             for job in incoming:
                 if job.cancelled:
                     job.finish("cancelled")
@@ -341,16 +378,16 @@ class ContinuousBatchingEngine(_Engine):
                 if job.cancelled:
                     handle.cancel()
                     job.finish("cancelled")
-                    del self.active[request_id]
+                    self._drop(request_id)
             if not self.active:
                 continue
             try:
                 self.pipeline.step()
             except Exception as exc:
                 error = translate_error(exc)
-                for job, _ in self.active.values():
-                    job.finish(None, error)
-                self.active.clear()
+                for request_id in list(self.active):
+                    self.active[request_id][0].finish(None, error)
+                    self._drop(request_id)
                 continue
             for request_id, (job, handle) in list(self.active.items()):
                 status = handle.get_status()
@@ -366,7 +403,7 @@ class ContinuousBatchingEngine(_Engine):
                     if not job.prompt_tokens:
                         job.prompt_tokens = _prompt_tokens(handle)
                     job.finish(mapped or reason or "stop")
-                    del self.active[request_id]
+                    self._drop(request_id)
 
 
 def _finish_reason(value: Any) -> str | None:
@@ -383,6 +420,21 @@ def _prompt_tokens(handle: Any) -> int:
         return int(handle.get_perf_metrics().get_num_input_tokens())
     except Exception:  # metrics are optional across genai versions
         return 0
+
+
+def build_scheduler_config(key: ServableKey, max_length: int | None) -> Any:
+    """The ``SchedulerConfig`` of a ``LM_CB`` / ``VLM_CB`` servable (also used by benchmarks)."""
+    import openvino_genai as ov_genai
+
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size = key.cache_size
+    scheduler.max_num_seqs = key.max_num_seqs
+    scheduler.max_num_batched_tokens = max(
+        key.max_num_batched_tokens, max_length or 0
+    ) if not key.dynamic_split_fuse else key.max_num_batched_tokens
+    scheduler.enable_prefix_caching = key.enable_prefix_caching
+    scheduler.dynamic_split_fuse = key.dynamic_split_fuse
+    return scheduler
 
 
 class Servable:
@@ -404,16 +456,9 @@ class Servable:
                 raise ValueError(f"plugin_config is not valid JSON: {exc}") from exc
         try:
             if key.pipeline_type in _CB_TYPES:
-                scheduler = ov_genai.SchedulerConfig()
-                scheduler.cache_size = key.cache_size
-                scheduler.max_num_seqs = key.max_num_seqs
-                scheduler.max_num_batched_tokens = max(
-                    key.max_num_batched_tokens, self.max_length or 0
-                ) if not key.dynamic_split_fuse else key.max_num_batched_tokens
-                scheduler.enable_prefix_caching = key.enable_prefix_caching
-                scheduler.dynamic_split_fuse = key.dynamic_split_fuse
                 pipeline = ov_genai.ContinuousBatchingPipeline(
-                    self.models_dir, scheduler, key.device, properties
+                    self.models_dir, build_scheduler_config(key, self.max_length), key.device,
+                    properties,
                 )
                 self.default_config = pipeline.get_config()
             elif self.is_vlm:
@@ -424,9 +469,10 @@ class Servable:
                 self.default_config = pipeline.get_generation_config()
             self.tokenizer = pipeline.get_tokenizer()
         except Exception as exc:
-            raise ValueError(_scrub(str(exc))) from exc
+            raise ValueError(_scrub(_first_line(str(exc)) or "Model loading failed")) from exc
         self.pipeline = pipeline
         self.image_geometry = _image_geometry(self.models_dir)
+        self.max_num_seqs = max(1, key.max_num_seqs)
         self.engine: _Engine = (
             ContinuousBatchingEngine(pipeline, self.is_vlm)
             if key.pipeline_type in _CB_TYPES

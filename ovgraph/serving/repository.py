@@ -3,12 +3,16 @@
 Sources, as in OVMS: one graph from ``--model_path``/``--model_name`` (a folder with
 ``graph.pbtxt`` or ``1/graph.pbtxt``, or a model folder plus ``--task``, whose graph is built in
 memory by the task's template), or ``config.json`` with ``model_config_list`` and the legacy
-``mediapipe_config_list``. ``reload`` applies a changed config.json: new graphs load, removed ones
-unload, changed ones reload; a broken config keeps the current one serving.
+``mediapipe_config_list``. ``reload`` applies a changed config.json: new graphs load (and are
+published once loaded), removed ones are unpublished, changed ones load anew and replace the old
+definition only if they load; a broken config keeps the current one serving. Runs in flight keep
+the ``GraphDefinition`` they started with. ``start_watching(interval)`` polls config.json
+(``--file_system_poll_wait_seconds``) and reloads when its content changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -35,15 +39,16 @@ def graph_file_in(folder: Path, graph_path: str = "graph.pbtxt") -> Path | None:
     return None
 
 
-def task_graph(task: str, model_dir: Path, settings: Mapping[str, Any]) -> str:
+def task_graph(task: str, model_dir: Path | str, settings: Mapping[str, Any]) -> str:
     """Build the graph text for ``--task`` from the plugin registered for that task.
 
     Tasks are entry points of the ``ovgraph.tasks`` group: ``name = "module:function"`` where
-    ``function(model_dir, settings) -> str`` returns graph.pbtxt text.
+    ``function(model_dir, settings) -> str`` returns graph.pbtxt text. ``model_dir`` is written
+    into the graph as given (``"./"`` for a graph stored next to its model).
     """
     for ep in metadata.entry_points(group=TASK_GROUP):
         if ep.name == task:
-            builder: Callable[[Path, Mapping[str, Any]], str] = ep.load()
+            builder: Callable[[Path | str, Mapping[str, Any]], str] = ep.load()
             return builder(model_dir, settings)
     known = sorted(ep.name for ep in metadata.entry_points(group=TASK_GROUP))
     raise GraphConfigError(f"Unknown task {task!r}; known tasks: {', '.join(known) or 'none'}")
@@ -67,6 +72,13 @@ class GraphEntry:
             except OSError:
                 checksum = None
         return (self.graph_path, self.text, self.base_path, checksum)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def parse_config_file(path: Path) -> list[GraphEntry]:
@@ -121,15 +133,21 @@ class ModelRepository:
         self._lock = threading.RLock()
         self._definitions: dict[str, GraphDefinition] = {}
         self._entries: dict[str, GraphEntry] = {}
+        self._reload_lock = threading.Lock()
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # ------------------------------------------------------------------ building
 
-    def add(self, entry: GraphEntry, *, load: bool = True) -> GraphDefinition:
-        """Register (and by default load) one graph."""
-        definition = GraphDefinition(
+    def _definition(self, entry: GraphEntry) -> GraphDefinition:
+        return GraphDefinition(
             entry.name, graph_path=entry.graph_path, text=entry.text,
             base_path=entry.base_path, settings=self.settings,
         )
+
+    def add(self, entry: GraphEntry, *, load: bool = True) -> GraphDefinition:
+        """Register (and by default load) one graph."""
+        definition = self._definition(entry)
         with self._lock:
             self._definitions[entry.name] = definition
             self._entries[entry.name] = entry
@@ -151,28 +169,34 @@ class ModelRepository:
         """
         if self.config_path is None:
             return {"added": [], "removed": [], "reloaded": []}
-        entries = {e.name: e for e in parse_config_file(self.config_path)}
+        with self._reload_lock:
+            return self._reload(self.config_path)
+
+    def _reload(self, config_path: Path) -> dict[str, list[str]]:
+        entries = {e.name: e for e in parse_config_file(config_path)}
         added, removed, reloaded = [], [], []
         with self._lock:
             current = dict(self._entries)
         for name in current:
             if name not in entries:
+                # Unpublished only: a request that already holds the definition still starts
+                # its run, and runs in flight finish; memory goes with the last reference.
                 with self._lock:
-                    definition = self._definitions.pop(name, None)
+                    self._definitions.pop(name, None)
                     self._entries.pop(name, None)
-                if definition is not None:
-                    definition.unload()
                 removed.append(name)
         for name, entry in entries.items():
             old = current.get(name)
             if old is None:
-                self.add(entry)
+                # Loaded before it is published: clients never see it half-loaded.
+                fresh = self._definition(entry)
+                fresh.load()
+                with self._lock:
+                    self._definitions[name] = fresh
+                    self._entries[name] = entry
                 added.append(name)
             elif old.identity() != entry.identity() or not self._definitions[name].available:
-                fresh = GraphDefinition(
-                    entry.name, graph_path=entry.graph_path, text=entry.text,
-                    base_path=entry.base_path, settings=self.settings,
-                )
+                fresh = self._definition(entry)
                 fresh.load()
                 if fresh.available or not self._definitions[name].available:
                     with self._lock:
@@ -181,7 +205,50 @@ class ModelRepository:
                     reloaded.append(name)
                 else:
                     logger.error("Reload of %s failed; keeping the loaded graph", name)
+        if added or removed or reloaded:
+            logger.info("Config reloaded: added %s, removed %s, reloaded %s",
+                        added, removed, reloaded)
         return {"added": added, "removed": removed, "reloaded": reloaded}
+
+    # ------------------------------------------------------------------ watching
+
+    def start_watching(self, interval: float) -> None:
+        """Poll ``config.json`` every ``interval`` seconds and reload when it changes.
+
+        A daemon thread; no-op without a config file or with ``interval <= 0`` (OVMS's
+        ``--file_system_poll_wait_seconds 0`` turns polling off). A config that fails to
+        parse is logged and the current graphs keep serving; the next change is tried again.
+        """
+        if self.config_path is None or interval <= 0 or self._watcher is not None:
+            return
+        self._watch_stop.clear()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(self.config_path, float(interval)),
+            name="ovgraph-config-watch", daemon=True,
+        )
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop the polling thread (waits for a reload in progress)."""
+        self._watch_stop.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.join()
+
+    def _watch(self, path: Path, interval: float) -> None:
+        seen = _digest(path)
+        while not self._watch_stop.wait(interval):
+            current = _digest(path)
+            if current == seen:
+                continue
+            seen = current
+            logger.info("Config file changed; reloading")
+            try:
+                self.reload()
+            except GraphConfigError as exc:
+                logger.error("Config reload failed, keeping the served graphs: %s", exc)
+            except Exception:  # the watcher must outlive any failure
+                logger.exception("Config reload failed, keeping the served graphs")
 
     # ------------------------------------------------------------------ queries
 
