@@ -1,4 +1,4 @@
-"""KServe v2 protobuf messages ↔ the wire-neutral types of ``ovgraph.serving.kserve``."""
+"""KServe v2 protobuf messages ↔ the wire-neutral types of ``ovgraph.serving.kserve_types``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 
 from ovgraph._proto.kserve import grpc_predict_v2_pb2 as pb
 from ovgraph.errors import InvalidParameterError, OvGraphError, RequestError
-from ovgraph.serving import kserve
-from ovgraph.serving.kserve import InferRequest, InferResponse, Tensor
+from ovgraph.serving import kserve_types as kserve
+from ovgraph.serving.kserve_types import InferRequest, InferResponse, Tensor
 
 __all__ = [
     "metadata_to_grpc",
