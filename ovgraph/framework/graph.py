@@ -278,13 +278,7 @@ class CalculatorGraph:
     def close_all_packet_sources(self) -> None:
         """Close every graph input stream and stop every source node."""
         with self._lock:
-            for stream in self._inputs.values():
-                self._close_input(stream)
-            self._sources_closed = True
-            for node in self._nodes:
-                if node.is_source and node.state == _OPEN:
-                    node.force_close = True
-                    self._schedule(node)
+            self._stop_sources()
             self._kick_all()
             self._check_idle()
 
@@ -610,7 +604,7 @@ class CalculatorGraph:
             self._sources_closed = True
 
     def _stop_sources(self) -> None:
-        """A non-source raised StopProcessing: end the run gracefully."""
+        """Under the lock: close the graph inputs and stop the sources (a graceful end)."""
         for stream in self._inputs.values():
             self._close_input(stream)
         self._sources_closed = True
