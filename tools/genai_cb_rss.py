@@ -31,9 +31,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=800, help="requests per round")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max_tokens", type=int, default=64)
+    parser.add_argument("--cache_size", type=int, default=1, help="KV cache GB (0 = dynamic)")
     args = parser.parse_args()
     scheduler = ov_genai.SchedulerConfig()
-    scheduler.cache_size = 1
+    scheduler.cache_size = args.cache_size
     pipeline = ov_genai.ContinuousBatchingPipeline(args.model, scheduler, "CPU", {})
     config = ov_genai.GenerationConfig()
     config.max_new_tokens = args.max_tokens
