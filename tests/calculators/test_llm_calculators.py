@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import openvino_genai as ov_genai
 import pytest
 
@@ -156,3 +157,28 @@ def test_llm_node_without_options_is_rejected() -> None:
     end = text.index("input_stream_handler")
     with pytest.raises(ContractError, match="has no LLMCalculatorOptions"):
         ValidatedGraph(parse_graph_config(text[:start] + text[end:]))
+
+
+def test_byte_level_table_matches_genai_decode(tokenizer: ov_genai.Tokenizer) -> None:
+    from calculators.llm.detokenizer_calculator import ByteLevelStream, byte_level_table
+
+    table = byte_level_table(TINY_MODEL, tokenizer)
+    assert table is not None  # the tiny model is byte-level BPE: the fast path is taken
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        ids = [int(i) for i in rng.integers(0, len(table.pieces), size=int(rng.integers(1, 40)))]
+        for skip in (True, False):
+            expected = tokenizer.decode(ids, skip_special_tokens=skip)
+            assert table.decode(ids, skip) == expected
+            stream = ByteLevelStream(table, skip)
+            deltas = [stream.add([token]) for token in ids] + [stream.flush()]
+            assert "".join(deltas) == expected
+
+
+def test_byte_level_table_rejects_other_tokenizers() -> None:
+    from calculators.llm.detokenizer_calculator import ByteLevelTable
+
+    assert ByteLevelTable.from_tokenizer_json({"decoder": {"type": "WordPiece"}}) is None
+    assert ByteLevelTable.from_tokenizer_json(
+        {"decoder": {"type": "ByteLevel"}, "model": {"type": "Unigram"}}
+    ) is None
