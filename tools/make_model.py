@@ -10,6 +10,7 @@ Needs the export environment (torch, transformers 5.0.0, optimum-intel 2.2.0; se
 ``fixture-model.md``). Example::
 
     python tools/make_model.py --preset tiny --weight-format fp16 --out graphs/qwen2vl-tiny
+    python tools/make_model.py --preset tiny-lm --out /tmp/qwen2-tiny-lm   # text-only Qwen2
 
 The reusable pieces (``train_tokenizer``, ``build_config``, ``write_preprocessor_config``,
 ``CHAT_TEMPLATE``, ...) are importable by other build tools.
@@ -132,6 +133,49 @@ PRESETS: dict[str, Preset] = {
         vision_mlp_ratio=4,
         min_pixels=56 * 56,
         max_pixels=448 * 448,
+    ),
+    # Trained by tools/train_demo_model.py: every picture is resized to about 140² pixels.
+    "shapes": Preset(
+        vocab_size=512,
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=512,
+        mrope_section=(4, 6, 6),
+        vision_depth=4,
+        vision_embed_dim=96,
+        vision_heads=4,
+        vision_mlp_ratio=2,
+        min_pixels=140 * 140,
+        max_pixels=140 * 140,
+        rope_theta=1e4,
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPreset:
+    """Architecture of one text-only (``Qwen2ForCausalLM``) preset."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    rope_theta: float = 1e6
+
+
+# Text-only presets: same tokenizer and chat template, exported for ``text-generation-with-past``.
+TEXT_PRESETS: dict[str, TextPreset] = {
+    "tiny-lm": TextPreset(
+        vocab_size=4096,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
     ),
 }
 
@@ -405,6 +449,87 @@ def export_openvino(hf_dir: str | Path, ov_dir: str | Path, weight_format: str =
     )
 
 
+def build_text_config(preset: str | TextPreset, tokenizer: Any) -> Any:
+    """Build the ``Qwen2Config`` of a text-only preset; token ids come from ``tokenizer``."""
+    from transformers import Qwen2Config
+
+    p = preset if isinstance(preset, TextPreset) else TEXT_PRESETS[preset]
+    ids = special_token_ids(tokenizer)
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=p.hidden_size,
+        intermediate_size=p.intermediate_size,
+        num_hidden_layers=p.num_layers,
+        num_attention_heads=p.num_heads,
+        num_key_value_heads=p.num_kv_heads,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": p.rope_theta},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+        architectures=["Qwen2ForCausalLM"],
+    )
+
+
+def build_hf_text_model(
+    preset: str | TextPreset, hf_dir: str | Path, seed: int = 0
+) -> dict[str, Any]:
+    """Train the tokenizer, build the random-weight ``Qwen2ForCausalLM``, save it to ``hf_dir``.
+
+    Returns:
+        Summary with vocabulary size and parameter count.
+    """
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    p = preset if isinstance(preset, TextPreset) else TEXT_PRESETS[preset]
+    with timed("train tokenizer"):
+        tokenizer = train_tokenizer(p.vocab_size)
+    print(f"[make_model] vocabulary: requested {p.vocab_size}, actual {len(tokenizer)}")
+    with timed("build model"):
+        config = build_text_config(p, tokenizer)
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config).eval()
+    params = sum(t.numel() for t in model.parameters())
+    print(f"[make_model] parameters: {params}")
+    with timed("save HF model"):
+        out = Path(hf_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.generation_config = build_generation_config(tokenizer)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    return {"vocab_size": len(tokenizer), "parameters": params}
+
+
+TEXT_MODEL_FILES = (
+    "openvino_model.xml",
+    "openvino_model.bin",
+    "openvino_tokenizer.xml",
+    "openvino_detokenizer.xml",
+)
+
+
+def export_openvino_text(
+    hf_dir: str | Path, ov_dir: str | Path, weight_format: str = "fp16"
+) -> None:
+    """Export a text-only ``hf_dir`` (``text-generation-with-past``) and check the IR files."""
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight format must be one of {WEIGHT_FORMATS}")
+    cmd = [
+        sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino",
+        "-m", str(hf_dir), "--task", "text-generation-with-past",
+        "--weight-format", weight_format, str(ov_dir),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    missing = [name for name in TEXT_MODEL_FILES if not (Path(ov_dir) / name).is_file()]
+    if missing:
+        raise RuntimeError(
+            f"export produced no {', '.join(missing)} (is openvino-tokenizers installed?)"
+        )
+
+
 def folder_size(path: Path) -> tuple[int, int]:
     """Return total bytes and file count below ``path``."""
     files = [f for f in path.rglob("*") if f.is_file()]
@@ -414,7 +539,7 @@ def folder_size(path: Path) -> tuple[int, int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--preset", choices=sorted([*PRESETS, *TEXT_PRESETS]), default="tiny")
     parser.add_argument("--weight-format", choices=WEIGHT_FORMATS, default="fp16")
     parser.add_argument("--out", required=True, type=Path, help="OpenVINO IR output folder")
     parser.add_argument(
@@ -430,12 +555,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="qwen2vl-hf-") as tmp:
         hf_dir = args.hf_out if args.hf_out is not None else Path(tmp)
-        build_hf_model(args.preset, hf_dir, seed=args.seed)
+        text_only = args.preset in TEXT_PRESETS
+        build = build_hf_text_model if text_only else build_hf_model
+        build(args.preset, hf_dir, seed=args.seed)
         hf_bytes, _ = folder_size(Path(hf_dir))
         print(f"[make_model] HF folder: {hf_bytes:,} B")
         with timed(f"export OpenVINO IR ({args.weight_format})"):
             args.out.mkdir(parents=True, exist_ok=True)
-            export_openvino(hf_dir, args.out, args.weight_format)
+            export = export_openvino_text if text_only else export_openvino
+            export(hf_dir, args.out, args.weight_format)
     ov_bytes, ov_files = folder_size(args.out)
     print(f"[make_model] IR folder {args.out}: {ov_bytes:,} B in {ov_files} files")
     print(f"[make_model] total: {time.perf_counter() - start:.1f} s")

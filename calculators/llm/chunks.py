@@ -29,6 +29,7 @@ __all__ = [
     "sse_content_chunk",
     "sse_error_event",
     "sse_role_chunk",
+    "sse_text_chunk",
     "sse_usage_chunk",
     "unary_chat_body",
 ]
@@ -37,6 +38,7 @@ SSE_DONE = b"data: [DONE]\n\n"
 MAX_ERROR_MESSAGE_CHARS = 1024
 _MAX_ERROR_FIELD_CHARS = 256
 _CHUNK_OBJECT = "chat.completion.chunk"
+_TEXT_OBJECT = "text_completion"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: One choice of a unary response: generated text and finish reason (``stop``, ``length``,
@@ -210,15 +212,55 @@ def sse_content_chunk(
     return _sse(chunk)
 
 
-def sse_usage_chunk(request_model: str, request_id: str, created: int, usage: Usage) -> bytes:
-    """Return the final usage chunk (``choices: []``), sent before `SSE_DONE`."""
+def sse_text_chunk(
+    request_model: str,
+    request_id: str,
+    created: int,
+    text: str,
+    finish_reason: str | None,
+    include_usage: bool,
+    *,
+    index: int = 0,
+) -> bytes:
+    """Return one ``/completions`` stream chunk: ``text`` per choice, ``text_completion`` object.
+
+    Args:
+        request_model: the ``model`` of the request, echoed back.
+        request_id: the response id, the same on every chunk.
+        created: Unix time in seconds, the same on every chunk.
+        text: new text (may be empty on the final chunk).
+        finish_reason: None on intermediate chunks.
+        include_usage: ``stream_options.include_usage``; ``"usage": null`` is present iff true.
+        index: the choice index.
+    """
+    chunk: dict[str, Any] = {
+        "choices": [
+            {"finish_reason": finish_reason, "index": index, "logprobs": None, "text": text}
+        ],
+        "created": created,
+        "id": request_id,
+        "model": request_model,
+        "object": _TEXT_OBJECT,
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return _sse(chunk)
+
+
+def sse_usage_chunk(
+    request_model: str, request_id: str, created: int, usage: Usage, *, completions: bool = False
+) -> bytes:
+    """Return the final usage chunk (``choices: []``), sent before `SSE_DONE`.
+
+    ``completions`` selects the ``/completions`` object name (``text_completion``).
+    """
     return _sse(
         {
             "choices": [],
             "created": created,
             "id": request_id,
             "model": request_model,
-            "object": _CHUNK_OBJECT,
+            "object": _TEXT_OBJECT if completions else _CHUNK_OBJECT,
             "usage": usage.to_dict(),
         }
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+from calculators.llm.chunks import new_request_id
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
 from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
 from ovgraph.errors import RequestError
@@ -71,4 +72,7 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
                 "The following fields were present in the request but ignored: %s",
                 ", ".join(sorted(request.ignored_fields)[:20]),
             )
-        self.REQUEST(cc).send(RequestContext(request=request, payload=payload))
+        context = RequestContext(request=request, payload=payload)
+        if endpoint == "completions":
+            context.request_id = new_request_id("cmpl")
+        self.REQUEST(cc).send(context)

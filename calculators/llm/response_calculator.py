@@ -12,7 +12,8 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
 
     Streaming sends OVMS's role handshake when the first step brings no text, ``"usage": null``
     on content chunks and a final ``choices: []`` usage chunk when
-    ``stream_options.include_usage`` is set.
+    ``stream_options.include_usage`` is set. ``/completions`` streams ``text`` choices in
+    ``text_completion`` chunks and sends no role handshake.
 
     node {
       calculator: "OpenAIResponseCalculator"
@@ -50,7 +51,17 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
                 self.OUT(cc).send(encode(model, ctx.request_id, ctx.created, choices, usage))
             return
         events: list[bytes] = []
-        if not chunk.text and not chunk.finished and not self.sent_any:
+        completions = request.endpoint == "completions"
+        if completions:
+            if chunk.text or chunk.finished:
+                events.append(
+                    chunks.sse_text_chunk(
+                        model, ctx.request_id, ctx.created, chunk.text,
+                        (chunk.finish_reason or "stop") if chunk.finished else None,
+                        request.include_usage,
+                    )
+                )
+        elif not chunk.text and not chunk.finished and not self.sent_any:
             events.append(chunks.sse_role_chunk(model, ctx.request_id, ctx.created))
         elif chunk.text or chunk.finished:
             events.append(
@@ -63,7 +74,9 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         if chunk.finished:
             if request.include_usage and chunk.usage is not None:
                 events.append(
-                    chunks.sse_usage_chunk(model, ctx.request_id, ctx.created, chunk.usage)
+                    chunks.sse_usage_chunk(
+                        model, ctx.request_id, ctx.created, chunk.usage, completions=completions
+                    )
                 )
             events.append(chunks.SSE_DONE)
         if events:

@@ -293,8 +293,9 @@ class SerialEngine(_Engine):
                         streamer=streamer,
                     )
                 else:
+                    # A one-item list: a plain string would return a bare ``str`` (no metrics).
                     result = self.pipeline.generate(
-                        job.prompt, generation_config=job.config, streamer=streamer
+                        [job.prompt], generation_config=job.config, streamer=streamer
                     )
                 job.prompt_tokens = int(result.perf_metrics.get_num_input_tokens())
                 max_new = job.config.max_new_tokens
