@@ -16,12 +16,12 @@ from typing import Any
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_MODEL_NAME = "qwen2vl-tiny"
+DEFAULT_MODEL_NAME = "qwen2vl-shapes"
 logger = logging.getLogger("ovgraph")
 
 
 def default_model_dir() -> Path:
-    """The embedded default model folder (``graphs/<name>`` of the source tree)."""
+    """The embedded default model (``graphs/<name>``); ``OVGRAPH_DEFAULT_MODEL`` overrides."""
     override = os.environ.get("OVGRAPH_DEFAULT_MODEL")
     if override:
         return Path(override)
@@ -130,7 +130,7 @@ def build_repository(args: argparse.Namespace) -> Any:
         entries = parse_config_file(repository.config_path)
     else:
         model_path = Path(args.model_path) if args.model_path else default_model_dir()
-        name = args.model_name or (DEFAULT_MODEL_NAME if not args.model_path else model_path.name)
+        name = args.model_name or model_path.name
         graph = graph_file_in(model_path)
         if graph is not None and not args.task:
             entries = [GraphEntry(name=name, graph_path=graph, base_path=graph.parent)]

@@ -48,7 +48,13 @@ def png_data_url(array: np.ndarray, fmt: str = "PNG") -> str:
 class ServerProcess:
     """``ovgraph serve`` started for real in a subprocess on free loopback ports."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        default_model: Path = TINY_MODEL,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ovgraph-serve-{self.port}.log"
@@ -59,7 +65,7 @@ class ServerProcess:
         ]
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "OVGRAPH_DEFAULT_MODEL": str(default_model), **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
@@ -117,7 +123,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[ServerProcess]:
-    """The embedded default model served with no model arguments (the README's run command)."""
+    """The tiny fixture served with no model arguments (the default folder pointed at it)."""
     proc = ServerProcess([]).wait_ready()
     yield proc
     proc.stop()
