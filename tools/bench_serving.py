@@ -16,7 +16,7 @@ tokens each (``ignore_eos``, greedy):
 Both servers are ``python -m ovgraph.cli serve`` subprocesses on loopback ports; they sit idle
 while the other side runs. The last line printed is a JSON object with the headline numbers::
 
-    .venv/bin/python tools/bench_serving.py                 # /work/models/medium-int8
+    .venv/bin/python tools/bench_serving.py                 # models/medium-int8
     .venv/bin/python tools/bench_serving.py --model tiny    # graphs/qwen2vl-tiny
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DEFAULT_MODEL = Path(os.environ.get("OVGRAPH_BENCH_MODEL", "/work/models/medium-int8"))
+DEFAULT_MODEL = Path(os.environ.get("OVGRAPH_BENCH_MODEL", str(REPO / "models" / "medium-int8")))
 TINY_MODEL = REPO / "graphs" / "qwen2vl-tiny"
 PROMPT = "Describe the image."
 # What the server's request flattening makes of [text, image]: the raw pipelines get the same.

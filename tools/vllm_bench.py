@@ -22,7 +22,7 @@ the command from OVMS's VLM demos::
 
 and prints its report and a TTFT/TPOT summary.
 
-    .venv/bin/python tools/vllm_bench.py --model /work/models/medium-int8 --num-prompts 16
+    .venv/bin/python tools/vllm_bench.py --model models/medium-int8 --num-prompts 16
 """
 
 from __future__ import annotations
@@ -224,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare, serve, benchmark, summarise."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default=str(Path.home() / ".cache" / "ovgraph-bench"))
-    parser.add_argument("--model", default=os.environ.get("OVGRAPH_BENCH_MODEL",
-                                                          "/work/models/medium-int8"))
+    default_model = Path(__file__).resolve().parent.parent / "models" / "medium-int8"
+    parser.add_argument(
+        "--model", default=os.environ.get("OVGRAPH_BENCH_MODEL", str(default_model))
+    )
     parser.add_argument("--served-name", default="bench")
     parser.add_argument("--pipeline-type", default="VLM_CB", choices=["VLM", "VLM_CB"])
     parser.add_argument("--cache-size", type=int, default=2)

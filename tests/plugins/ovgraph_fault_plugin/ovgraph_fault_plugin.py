@@ -24,7 +24,7 @@ class FaultyCalculator(Calculator):
         global _served
         payload = self.IN(cc).get()
         if payload.parsed_json.get("fail"):
-            raise RuntimeError("boom in /work/secret/module.py at <object at 0xdeadbeef>")
+            raise RuntimeError("boom in /srv/secret/module.py at <object at 0xdeadbeef>")
         _served += 1
         self.OUT(cc).send(json.dumps({"ok": True, "n": _served}).encode())
 
