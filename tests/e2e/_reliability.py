@@ -67,6 +67,22 @@ def read_response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
+def open_stream(port: int, body: dict, timeout: float = 60.0) -> tuple[socket.socket, bytes]:
+    """Start a streaming chat request; return the socket and what arrived up to the first event."""
+    data = json.dumps({**body, "stream": True}).encode()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(
+        b"POST /v3/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(data) + data
+    )
+    buf = b""
+    while b"data: " not in buf:
+        chunk = sock.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return sock, buf
+
+
 def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """``(status, headers (lower-case names), body)`` of a raw HTTP/1.1 response."""
     head, _, body = raw.partition(b"\r\n\r\n")

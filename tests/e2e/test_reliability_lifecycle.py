@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.e2e._reliability import MODEL, chat, metric_samples, request
+from tests.e2e._reliability import MODEL, chat, metric_samples, open_stream, request
 
 pytestmark = pytest.mark.e2e
 
@@ -38,21 +38,6 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _start_stream(port: int, body: dict) -> tuple[socket.socket, bytes]:
-    data = json.dumps({**body, "stream": True}).encode()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.sendall(
-        b"POST /v3/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(data) + data
-    )
-    buf = b""
-    while b"data: " not in buf:
-        chunk = sock.recv(65536)
-        assert chunk
-        buf += chunk
-    return sock, buf
-
-
 def _read_all(sock: socket.socket) -> bytes:
     buf = b""
     while True:
@@ -68,7 +53,7 @@ def _read_all(sock: socket.socket) -> bytes:
 def test_sigterm_drains_in_flight_and_refuses_new() -> None:
     proc = ServerProcess(["--drain_timeout", "60"]).wait_ready()
     children = _children(proc.proc.pid)
-    sock, head = _start_stream(proc.port, chat(max_tokens=3000, ignore_eos=True,
+    sock, head = open_stream(proc.port, chat(max_tokens=3000, ignore_eos=True,
                                                stream_options={"include_usage": True}))
     try:
         proc.proc.send_signal(signal.SIGTERM)
@@ -93,7 +78,7 @@ def test_sigterm_drains_in_flight_and_refuses_new() -> None:
 
 def test_drain_timeout_cancels_and_exits() -> None:
     proc = ServerProcess(["--drain_timeout", "1"]).wait_ready()
-    sock, _ = _start_stream(proc.port, chat(max_tokens=30_000, ignore_eos=True))
+    sock, _ = open_stream(proc.port, chat(max_tokens=30_000, ignore_eos=True))
     try:
         started = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ from tests.e2e._reliability import (
     assert_clean,
     chat,
     metric,
+    open_stream,
     request,
     split_response,
     wait_for,
@@ -28,18 +29,8 @@ LONG = {"max_tokens": 30_000, "ignore_eos": True}
 
 def _open_stream(port: int, body: dict) -> socket.socket:
     """Start a streaming request and return the socket once the first event arrived."""
-    data = json.dumps({**body, "stream": True}).encode()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(
-        b"POST /v3/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(data) + data
-    )
-    buf = b""
-    while b"data: " not in buf:
-        chunk = sock.recv(65536)
-        assert chunk, buf
-        buf += chunk
-    assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+    sock, head = open_stream(port, body, timeout=30)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
     return sock
 
 
