@@ -434,16 +434,20 @@ def build_hf_model(preset: str | Preset, hf_dir: str | Path, seed: int = 0) -> d
     return {"vocab_size": len(tokenizer), "parameters": params}
 
 
-def export_openvino(hf_dir: str | Path, ov_dir: str | Path, weight_format: str = "fp16") -> None:
-    """Export ``hf_dir`` to OpenVINO IR with optimum-intel; ship the hand-written preprocessor."""
+def optimum_export(hf_dir: str | Path, ov_dir: str | Path, task: str, weight_format: str) -> None:
+    """Run ``optimum-cli export openvino`` from this interpreter."""
     if weight_format not in WEIGHT_FORMATS:
         raise ValueError(f"weight format must be one of {WEIGHT_FORMATS}")
     cmd = [
         sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino",
-        "-m", str(hf_dir), "--task", "image-text-to-text",
-        "--weight-format", weight_format, str(ov_dir),
+        "-m", str(hf_dir), "--task", task, "--weight-format", weight_format, str(ov_dir),
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
+
+
+def export_openvino(hf_dir: str | Path, ov_dir: str | Path, weight_format: str = "fp16") -> None:
+    """Export ``hf_dir`` to OpenVINO IR with optimum-intel; ship the hand-written preprocessor."""
+    optimum_export(hf_dir, ov_dir, "image-text-to-text", weight_format)
     shutil.copyfile(
         Path(hf_dir) / "preprocessor_config.json", Path(ov_dir) / "preprocessor_config.json"
     )
@@ -515,14 +519,7 @@ def export_openvino_text(
     hf_dir: str | Path, ov_dir: str | Path, weight_format: str = "fp16"
 ) -> None:
     """Export a text-only ``hf_dir`` (``text-generation-with-past``) and check the IR files."""
-    if weight_format not in WEIGHT_FORMATS:
-        raise ValueError(f"weight format must be one of {WEIGHT_FORMATS}")
-    cmd = [
-        sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino",
-        "-m", str(hf_dir), "--task", "text-generation-with-past",
-        "--weight-format", weight_format, str(ov_dir),
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True)
+    optimum_export(hf_dir, ov_dir, "text-generation-with-past", weight_format)
     missing = [name for name in TEXT_MODEL_FILES if not (Path(ov_dir) / name).is_file()]
     if missing:
         raise RuntimeError(
