@@ -52,20 +52,12 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
             return
         events: list[bytes] = []
         completions = request.endpoint == "completions"
-        if completions:
-            if chunk.text or chunk.finished:
-                events.append(
-                    chunks.sse_text_chunk(
-                        model, ctx.request_id, ctx.created, chunk.text,
-                        (chunk.finish_reason or "stop") if chunk.finished else None,
-                        request.include_usage,
-                    )
-                )
-        elif not chunk.text and not chunk.finished and not self.sent_any:
+        if not completions and not chunk.text and not chunk.finished and not self.sent_any:
             events.append(chunks.sse_role_chunk(model, ctx.request_id, ctx.created))
         elif chunk.text or chunk.finished:
+            encode_chunk = chunks.sse_text_chunk if completions else chunks.sse_content_chunk
             events.append(
-                chunks.sse_content_chunk(
+                encode_chunk(
                     model, ctx.request_id, ctx.created, chunk.text,
                     (chunk.finish_reason or "stop") if chunk.finished else None,
                     request.include_usage,
