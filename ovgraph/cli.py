@@ -35,6 +35,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc_bind_address", default="0.0.0.0")
     p.add_argument("--rest_workers", type=int, default=None, help="accepted for compatibility")
     p.add_argument("--grpc_workers", type=int, default=1, help="accepted for compatibility")
+    p.add_argument("--grpc_max_threads", type=int, default=None,
+                   help="gRPC worker threads (default 32); each open stream holds one")
     p.add_argument("--model_name")
     p.add_argument("--model_path")
     p.add_argument("--config_path")
@@ -104,7 +106,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "allowed_local_media_path", "allowed_origins", "allowed_methods", "allowed_headers",
         "allow_credentials", "api_key_file", "metrics_enable", "tool_parser",
         "reasoning_parser", "enable_tool_guided_generation", "kv_cache_precision",
-        "max_prompt_len",
+        "max_prompt_len", "grpc_max_threads", "max_queued_requests", "request_timeout",
     )
     settings = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "config_path", None):

@@ -19,9 +19,16 @@ from typing import Any
 from ovgraph import metrics
 from ovgraph.errors import OverloadedError
 
-__all__ = ["AdmissionController", "concurrency_limit"]
+__all__ = [
+    "DEFAULT_MAX_QUEUED",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "AdmissionController",
+    "concurrency_limit",
+]
 
 DEFAULT_MAX_QUEUED = 256
+# Seconds a request may wait for its (next) output before it is cancelled.
+DEFAULT_REQUEST_TIMEOUT = 600.0
 
 
 def concurrency_limit(definition: Any) -> int | None:

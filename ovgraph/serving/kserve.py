@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ovgraph.errors import (
+    DeadlineExceededError,
     InvalidParameterError,
     OvGraphError,
     RequestError,
@@ -389,14 +390,15 @@ def infer(
         request: the decoded request.
         register_cancel: called with a function that aborts the run (e.g. gRPC's
             ``context.add_callback``), for clients that go away.
-        timeout: seconds to wait for the run (None: no limit).
+        timeout: seconds to wait for the run (None: no limit); a run still going then is
+            cancelled.
 
     Returns:
         An ``InferResponse``, or the payload of a ``RESPONSE``-tagged output as is.
 
     Raises:
-        OvGraphError: ``RequestError`` for invalid inputs, ``ServableNotReadyError``, or the
-            run's error.
+        OvGraphError: ``RequestError`` for invalid inputs, ``ServableNotReadyError``,
+            ``DeadlineExceededError`` when the run outlived ``timeout``, or the run's error.
     """
     done = threading.Event()
     outcome: list[Any] = [None, None]
@@ -412,6 +414,10 @@ def infer(
     if not done.wait(timeout):
         run.cancel()
         done.wait()
+        if outcome[1] is not None:
+            raise DeadlineExceededError(
+                f"The request produced no output within {timeout:g} seconds"
+            )
     if outcome[1] is not None:
         raise outcome[1]
     return outcome[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -394,6 +395,98 @@ node {
         c.close()
     finally:
         server.stop(0)
+
+
+class _SilentRequestCalculator(Calculator):
+    """Test double: never answers; returns once its run is cancelled (and counts that)."""
+
+    IN = Input("REQUEST", InferRequest)
+    OUT = Output("RESPONSE", InferResponse)
+    cancelled = 0
+    lock = threading.Lock()
+
+    def process(self, cc: CalculatorContext) -> None:
+        woken = threading.Event()
+        cc.on_cancel(woken.set)
+        if woken.wait(60):
+            with self.lock:
+                type(self).cancelled += 1
+
+
+_KFS_GRAPH = """
+input_stream: "REQUEST:in"
+output_stream: "RESPONSE:out"
+node { calculator: "%s" input_stream: "REQUEST:in" output_stream: "RESPONSE:out" }
+"""
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[tuple[tg.InferenceServerClient, dict[str, Any]]]:
+    """A server with one worker, one queue place and a 1.5 s deadline over a silent graph."""
+    settings = {"grpc_max_threads": 1, "max_queued_requests": 1, "request_timeout": 1.5}
+    with registry.override("SilentRequestCalculator", _SilentRequestCalculator), \
+            registry.override("DoubleRequestCalculator", _DoubleRequestCalculator):
+        repository = ModelRepository({})
+        for name, calculator in (("silent", "SilentRequestCalculator"),
+                                 ("double", "DoubleRequestCalculator")):
+            repository.add(GraphEntry(name=name, text=_KFS_GRAPH % calculator,
+                                      base_path=tmp_path))
+    port = free_port()
+    server = start_grpc_server(repository, settings, port, "127.0.0.1")
+    c = tg.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        yield c, settings
+    finally:
+        c.close()
+        server.stop(0)
+
+
+def _wait_cancelled(count: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _SilentRequestCalculator.cancelled >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_silent_graph_hits_the_server_deadline(guarded: Any) -> None:
+    c, settings = guarded
+    before = _SilentRequestCalculator.cancelled
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as exc:
+        c.infer("silent", [_input("a", np.array([1], np.int32))])
+    elapsed = time.monotonic() - started
+    assert _code(exc) == "StatusCode.DEADLINE_EXCEEDED"
+    assert "no output within 1.5 seconds" in exc.value.message()
+    assert settings["request_timeout"] - 0.1 <= elapsed < settings["request_timeout"] + 5
+    assert _wait_cancelled(before + 1)
+
+
+def test_client_deadline_cancels_the_run(guarded: Any) -> None:
+    c, _ = guarded
+    before = _SilentRequestCalculator.cancelled
+    with pytest.raises(InferenceServerException) as exc:
+        c.infer("silent", [_input("a", np.array([1], np.int32))], client_timeout=0.3)
+    assert _code(exc) == "StatusCode.DEADLINE_EXCEEDED"
+    # The run is cancelled when the client's deadline passes, not at the server's 1.5 s.
+    assert _wait_cancelled(before + 1, timeout=1.0)
+
+
+def test_calls_beyond_workers_and_queue_are_resource_exhausted(guarded: Any) -> None:
+    c, _ = guarded
+    x = np.array([1, 2], np.int32)
+    results: queue.Queue[Any] = queue.Queue()
+    for _ in range(2):  # one running, one queued
+        c.async_infer("silent", [_input("a", x)], lambda result, error: results.put(error))
+    time.sleep(0.3)
+    with pytest.raises(InferenceServerException) as exc:
+        c.infer("double", [_input("a", x)])
+    assert _code(exc) == "StatusCode.RESOURCE_EXHAUSTED"
+    # Both silent calls end at the deadline; then the server answers again.
+    errors = [results.get(timeout=10) for _ in range(2)]
+    assert all("DEADLINE_EXCEEDED" in str(e.status()) for e in errors)
+    np.testing.assert_array_equal(c.infer("double", [_input("a", x)]).as_numpy("a_x2"), 2 * x)
 
 
 # ------------------------------------------------------------------------- ModelStreamInfer

@@ -22,10 +22,16 @@ def _abort(context: Any, exc: BaseException) -> NoReturn:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """KServe v2 (plus ``ModelStreamInfer``) over one model repository."""
+    """KServe v2 (plus ``ModelStreamInfer``) over one model repository.
 
-    def __init__(self, repository: ModelRepository) -> None:
+    Args:
+        repository: the servables.
+        timeout: seconds a ``ModelInfer`` run may take before it is cancelled (None: no limit).
+    """
+
+    def __init__(self, repository: ModelRepository, timeout: float | None = None) -> None:
         self.repository = repository
+        self.timeout = timeout
 
     def ServerLive(self, request: Any, context: Any) -> Any:
         """Whether the server is live."""
@@ -63,7 +69,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             definition = self.repository.get(request.model_name)
             decoded = v2_types.request_from_grpc(request)
-            response = kserve.infer(definition, decoded, register_cancel=context.add_callback)
+            response = kserve.infer(
+                definition, decoded, register_cancel=context.add_callback, timeout=self.timeout
+            )
             return v2_types.response_to_grpc(response)
         except Exception as exc:
             _abort(context, exc)

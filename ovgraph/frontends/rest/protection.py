@@ -19,7 +19,11 @@ from ovgraph import metrics
 from ovgraph.errors import OvGraphError, ServableNotReadyError, UnauthorizedError
 from ovgraph.frontends.auth import UNAUTHORIZED_MESSAGE, authorized
 from ovgraph.frontends.errors import to_http
-from ovgraph.serving.admission import DEFAULT_MAX_QUEUED, AdmissionController
+from ovgraph.serving.admission import (
+    DEFAULT_MAX_QUEUED,
+    DEFAULT_REQUEST_TIMEOUT,
+    AdmissionController,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -31,7 +35,6 @@ __all__ = [
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DISCARD_BYTES = 16 * 1024 * 1024
-DEFAULT_REQUEST_TIMEOUT = 600.0
 
 # Requests that run a model or change the server (any method but the read-only ones): they need
 # the key and are refused while draining. Listings, probes and metadata stay open, as in OVMS.
