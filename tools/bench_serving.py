@@ -139,7 +139,9 @@ def free_port() -> int:
 class Server:
     """``ovgraph serve`` for one model folder and pipeline type, in a subprocess."""
 
-    def __init__(self, model: Path, pipeline_type: str, cache_size: int, log_dir: Path) -> None:
+    def __init__(
+        self, model: Path, pipeline_type: str, cache_size: int, batched_tokens: int, log_dir: Path
+    ) -> None:
         self.port = free_port()
         self.pipeline_type = pipeline_type
         self.log_path = log_dir / f"ovgraph-bench-{pipeline_type}-{self.port}.log"
@@ -148,6 +150,7 @@ class Server:
             sys.executable, "-m", "ovgraph.cli", "serve", "--model_path", str(model),
             "--model_name", SERVED_NAME, "--task", "text_generation",
             "--pipeline_type", pipeline_type, "--cache_size", str(cache_size),
+            "--max_num_batched_tokens", str(batched_tokens),
             "--enable_prefix_caching", "false", "--log_level", "WARNING",
             "--rest_port", str(self.port), "--rest_bind_address", "127.0.0.1",
         ]
@@ -256,8 +259,9 @@ def concurrent_requests(port: int, bodies: list[bytes]) -> tuple[float, list[Tim
 # ----------------------------------------------------------------------------- raw genai
 
 
-def scheduler_for(model: Path, cache_size: int) -> Any:
-    """The ``SchedulerConfig`` the server builds for ``--cache_size N`` (same code path)."""
+def scheduler_for(model: Path, cache_size: int, batched_tokens: int) -> Any:
+    """The ``SchedulerConfig`` the server builds for ``--cache_size N
+    --max_num_batched_tokens M`` (same code path)."""
     from calculators.llm.common import LLMCalculatorOptions
     from calculators.llm.graph_template import text_generation_graph
     from calculators.llm.servable import ServableKey, build_scheduler_config, max_model_length
@@ -265,7 +269,7 @@ def scheduler_for(model: Path, cache_size: int) -> Any:
 
     settings = {
         "pipeline_type": "VLM_CB", "cache_size": cache_size, "enable_prefix_caching": "false",
-        "dynamic_split_fuse": "true", "max_num_seqs": 256,
+        "dynamic_split_fuse": "true", "max_num_seqs": 256, "max_num_batched_tokens": batched_tokens,
     }
     config = parse_graph_config(text_generation_graph(model, settings)).config
     options = LLMCalculatorOptions()
@@ -334,7 +338,7 @@ def rss_child(args: argparse.Namespace) -> None:
     jpegs = make_jpegs(args.requests, args.image_size)
     tensors = [jpeg_tensor(j) for j in jpegs]
     pipe = ov_genai.ContinuousBatchingPipeline(
-        model, scheduler_for(model, args.cache_size), "CPU"
+        model, scheduler_for(model, args.cache_size, args.max_num_batched_tokens), "CPU"
     )
     config = raw_config(pipe.get_config(), args.max_tokens)
     raw_cb_batch(pipe, tensors[:1], config, 0)
@@ -437,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=448)
     parser.add_argument("--cache-size", type=int, default=2,
                         help="KV cache GB (raw CB and server)")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=256,
+                        help="scheduler token budget per step (raw CB and server)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="P2 rounds (raw and server alternate; the best round counts)")
     parser.add_argument("--prep-repeats", type=int, default=5)
@@ -463,12 +469,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {model}; {n} requests, {args.image_size}² JPEG "
           f"({statistics.mean(len(j) for j in jpegs) / 1024:.0f} KiB), {max_tokens} tokens")
 
-    servers = {t: Server(model, t, args.cache_size, log_dir) for t in ("VLM", "VLM_CB")}
+    servers = {
+        t: Server(model, t, args.cache_size, args.max_num_batched_tokens, log_dir)
+        for t in ("VLM", "VLM_CB")
+    }
     try:
         for server in servers.values():
             server.wait_ready()
         vlm, cb = servers["VLM"], servers["VLM_CB"]
-        scheduler = scheduler_for(model, args.cache_size)
+        scheduler = scheduler_for(model, args.cache_size, args.max_num_batched_tokens)
         print("scheduler:", " ".join(scheduler.to_string().split()))
         raw_vlm = ov_genai.VLMPipeline(model, "CPU")
         raw_cb = ov_genai.ContinuousBatchingPipeline(model, scheduler, "CPU")
@@ -520,6 +529,7 @@ def run(args: argparse.Namespace) -> int:
         [sys.executable, __file__, "--rss-child", "--model", str(model),
          "--requests", str(n), "--max-tokens", str(max_tokens),
          "--image-size", str(args.image_size), "--cache-size", str(args.cache_size),
+         "--max-num-batched-tokens", str(args.max_num_batched_tokens),
          "--rounds", str(args.rounds)],
         capture_output=True, text=True, check=True, cwd=REPO,
     )

@@ -32,10 +32,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--cache_size", type=int, default=1, help="KV cache GB (0 = dynamic)")
+    parser.add_argument("--plugin_config", default="{}", help="device properties (JSON)")
     args = parser.parse_args()
     scheduler = ov_genai.SchedulerConfig()
     scheduler.cache_size = args.cache_size
-    pipeline = ov_genai.ContinuousBatchingPipeline(args.model, scheduler, "CPU", {})
+    pipeline = ov_genai.ContinuousBatchingPipeline(
+        args.model, scheduler, "CPU", json.loads(args.plugin_config)
+    )
     config = ov_genai.GenerationConfig()
     config.max_new_tokens = args.max_tokens
     config.ignore_eos = True

@@ -1,8 +1,13 @@
 """Soak test: N concurrent streaming chat clients for T seconds against a running server.
 
-Prints errors, latency percentiles (time to first byte of content and whole request) and the RSS
-growth of the server process; the last line is a JSON object with at least ``requests``,
-``errors`` and ``rss_growth_pct``.
+Every client streams one chat request after another (``max_tokens`` new tokens, EOS ignored
+unless ``--no-ignore_eos``). A warm-up of the same load (``--warmup`` seconds, default 60) comes
+first: it lets the server size what grows with load and then stays (KV cache blocks for the
+concurrent sequences, worker threads, per-shape kernels). The measured window of ``--duration``
+seconds follows; its requests, errors, latency percentiles (time to first byte of content and
+whole request) and the server's RSS growth over it are printed, next to the growth from before
+the warm-up. The last line is a JSON object with at least ``requests``, ``errors`` and
+``rss_growth_pct`` (the measured window's).
 
     python tools/soak.py --url http://127.0.0.1:8000 --clients 64 --duration 60
 
@@ -85,6 +90,7 @@ class Soak:
         self.first_byte: list[float] = []
         self.tokens = 0
         self.stop_at = 0.0
+        self.measuring = False
         headers = {"Content-Type": "application/json"}
         if args.api_key:
             headers["Authorization"] = f"Bearer {args.api_key}"
@@ -95,6 +101,7 @@ class Soak:
             "model": self.args.model,
             "messages": [{"role": "user", "content": f"Soak request {n}: say something."}],
             "max_tokens": self.args.max_tokens,
+            "ignore_eos": self.args.ignore_eos,
             "stream": True,
             "stream_options": {"include_usage": True},
         }).encode()
@@ -130,6 +137,8 @@ class Soak:
         if not done:
             raise RuntimeError("stream ended without [DONE]")
         with self.lock:
+            if not self.measuring:
+                return
             self.latency.append(time.monotonic() - started)
             self.first_byte.append(first or 0.0)
             self.tokens += tokens
@@ -143,41 +152,60 @@ class Soak:
                 self.one(conn, index * 1_000_000 + n)
             except Exception as exc:
                 with self.lock:
+                    # Errors count in the warm-up too: a soak must have none at all.
                     self.errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
                 conn.close()
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=self.args.timeout)
             finally:
                 with self.lock:
-                    self.requests += 1
+                    self.requests += self.measuring
         conn.close()
+
+
+def first_model(soak: Soak) -> str:
+    """The first model the server lists under ``/v3/models``."""
+    conn = http.client.HTTPConnection(soak.host, soak.port, timeout=10)
+    try:
+        conn.request("GET", "/v3/models", headers=soak.headers)
+        models = json.loads(conn.getresponse().read())["data"]
+    finally:
+        conn.close()
+    if not models:
+        raise SystemExit("the server lists no model")
+    return str(models[0]["id"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--path", default="/v3/chat/completions")
-    parser.add_argument("--model", default="qwen2vl-tiny")
+    parser.add_argument("--model", default=None, help="default: the first of /v3/models")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--warmup", type=float, default=5.0,
-                        help="seconds of load before the baseline RSS is taken")
+    parser.add_argument("--warmup", type=float, default=60.0,
+                        help="seconds of the same load before the measured window")
+    parser.add_argument("--ignore_eos", action=argparse.BooleanOptionalAction, default=True,
+                        help="every stream runs to max_tokens (default on)")
     parser.add_argument("--api_key", default=os.environ.get("API_KEY"))
     parser.add_argument("--pid", type=int, default=None)
     args = parser.parse_args(argv)
 
     soak = Soak(args)
+    if args.model is None:
+        args.model = first_model(soak)
     pid = args.pid or find_pid_by_port(soak.port)
-    rss_start = rss_bytes(pid) if pid else 0
-    soak.stop_at = time.monotonic() + args.duration
+    rss_cold = rss_bytes(pid) if pid else 0
+    soak.stop_at = time.monotonic() + args.warmup + args.duration
     threads = [threading.Thread(target=soak.client, args=(i,), daemon=True)
                for i in range(args.clients)]
     for thread in threads:
         thread.start()
-    if pid and args.warmup < args.duration:
-        time.sleep(args.warmup)
-        rss_start = rss_bytes(pid)
+    time.sleep(args.warmup)
+    with soak.lock:
+        soak.measuring = True
+    rss_start = rss_bytes(pid) if pid else 0
     rss_peak = rss_start
     while any(t.is_alive() for t in threads):
         if pid:
@@ -185,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0)
     rss_end = rss_bytes(pid) if pid else 0
     growth = (rss_end - rss_start) / rss_start * 100 if rss_start else None
+    cold_growth = (rss_end - rss_cold) / rss_cold * 100 if rss_cold else None
     errors = sum(soak.errors.values())
 
     for message, count in soak.errors.most_common(10):
@@ -198,16 +227,20 @@ def main(argv: list[str] | None = None) -> int:
               f"p99 {percentile(values, 0.99) * 1000:.0f} ms  "
               f"max {max(values, default=0) * 1000:.0f} ms  "
               f"mean {statistics.fmean(values) * 1000 if values else 0:.0f} ms")
-    if pid:
-        print(f"server pid {pid}: RSS {rss_start / 2**20:.1f} MiB -> {rss_end / 2**20:.1f} MiB "
-              f"(peak {rss_peak / 2**20:.1f} MiB)")
+    if growth is not None and cold_growth is not None:
+        print(f"server pid {pid}: RSS {rss_cold / 2**20:.1f} MiB before the warm-up, "
+              f"{rss_start / 2**20:.1f} MiB after it, {rss_end / 2**20:.1f} MiB at the end "
+              f"(peak {rss_peak / 2**20:.1f} MiB): growth {growth:.2f} % over the measured "
+              f"window, {cold_growth:.2f} % from cold")
     else:
         print("server pid unknown: no RSS figures")
     summary = {
         "requests": soak.requests,
         "ok": ok,
         "errors": errors,
+        "tokens": soak.tokens,
         "rss_growth_pct": None if growth is None else round(growth, 2),
+        "rss_cold_growth_pct": None if cold_growth is None else round(cold_growth, 2),
         "rss_start_mib": round(rss_start / 2**20, 1),
         "rss_end_mib": round(rss_end / 2**20, 1),
         "p50_ms": round(percentile(soak.latency, 0.5) * 1000, 1),
@@ -215,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "ttfb_p50_ms": round(percentile(soak.first_byte, 0.5) * 1000, 1),
         "clients": args.clients,
         "duration_s": args.duration,
+        "warmup_s": args.warmup,
     }
     print(json.dumps(summary))
     return 0 if errors == 0 else 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from tests.e2e._reliability import (
 
 pytestmark = pytest.mark.e2e
 LONG = {"max_tokens": 30_000, "ignore_eos": True}
+SOAK = Path(__file__).resolve().parents[2] / "tools" / "soak.py"
 
 
 def _open_stream(port: int, body: dict) -> socket.socket:
@@ -175,3 +178,31 @@ def test_client_leaving_the_queue_frees_its_place(single_slot: ServerProcess) ->
     finally:
         running.close()
     assert wait_for(lambda: _running(single_slot) == 0, 2)
+
+
+def test_soak_tool_reports_requests_errors_and_rss(metered: ServerProcess) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SOAK), "--url", metered.url, "--clients", "4",
+         "--warmup", "1", "--duration", "3", "--max_tokens", "8", "--pid", str(metered.proc.pid)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["errors"] == 0
+    assert summary["requests"] == summary["ok"] > 0
+    assert isinstance(summary["rss_growth_pct"], float)
+    assert summary["rss_start_mib"] > 0 and summary["warmup_s"] == 1
+    # The model came from /v3/models, and every measured stream ran to max_tokens.
+    assert summary["tokens"] == 8 * summary["ok"]
+
+
+def test_soak_tool_counts_failed_requests(metered: ServerProcess) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SOAK), "--url", metered.url, "--clients", "2",
+         "--warmup", "0", "--duration", "1", "--model", "no-such-model"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["errors"] > 0 and summary["ok"] == 0
+    assert "HTTP 404" in done.stdout
