@@ -77,6 +77,52 @@ class IncrementalDecoder:
         return delta
 
 
+def _utf8_length(lead: int) -> int:
+    """Sequence length a byte announces by its high bits alone (1 for any other byte)."""
+    if 0xC0 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF7:
+        return 4
+    return 1
+
+
+def _genai_replace(exc: UnicodeError) -> tuple[str, int]:
+    """UTF-8 error handler that replaces invalid bytes as genai's detokenizer does.
+
+    Like ``"replace"``, except that a multi-byte sequence cut short (by a byte that is not a
+    continuation byte, or by the end of the text) becomes one U+FFFD whatever its lead byte,
+    where Python's decoder gives one per byte for leads it knows cannot start a valid
+    sequence there (``E0 80``, ``ED A0``, ``F4 90``, ``F5``…``F7``).
+    """
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    data, start = exc.object, exc.start
+    need = _utf8_length(data[start])
+    end = start + 1
+    while end < len(data) and end - start < need and 0x80 <= data[end] <= 0xBF:
+        end += 1
+    return _REPLACEMENT, (end if end - start < need else exc.end)
+
+
+codecs.register_error("ovgraph.genai_replace", _genai_replace)
+
+
+def _decode_utf8(data: bytes) -> str:
+    return data.decode("utf-8", "ovgraph.genai_replace")
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """Where a trailing multi-byte sequence that still lacks bytes starts (``len`` if none)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if 0x80 <= byte <= 0xBF:
+            continue
+        return len(data) - back if _utf8_length(byte) > back else len(data)
+    return len(data)
+
+
 def _byte_alphabet() -> dict[str, int]:
     """GPT-2's byte-to-printable-character map, inverted (character → byte)."""
     printable = [
@@ -132,7 +178,7 @@ class ByteLevelTable:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """The whole text of ``ids``."""
-        return self.to_bytes(ids, skip_special_tokens).decode("utf-8", errors="replace")
+        return _decode_utf8(self.to_bytes(ids, skip_special_tokens))
 
     def agrees_with(self, tokenizer: Any, seed: int = 0) -> bool:
         """Whether genai's detokenizer gives the same text on a sample of ids and sequences."""
@@ -187,24 +233,29 @@ def byte_level_table(models_dir: str | Path, tokenizer: Any) -> ByteLevelTable |
 class ByteLevelStream:
     """Incremental decoding with a ``ByteLevelTable``: same deltas contract as the genai one.
 
-    Bytes go through an incremental UTF-8 decoder, which holds back an incomplete character
-    until its last byte arrives and replaces invalid bytes with U+FFFD as genai does.
+    A trailing multi-byte sequence that still lacks bytes is held back until it is complete
+    (or the stream ends); invalid bytes become U+FFFD as genai replaces them, so the deltas add
+    up to ``ByteLevelTable.decode`` of all ids.
     """
 
     def __init__(self, table: ByteLevelTable, skip_special_tokens: bool = True) -> None:
         self.table = table
         self.skip = skip_special_tokens
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = b""
 
     def add(self, new_ids: list[int]) -> str:
         """Append ids and return the text that became final."""
         if not new_ids:
             return ""
-        return str(self.utf8.decode(self.table.to_bytes(new_ids, self.skip)))
+        data = self.pending + self.table.to_bytes(new_ids, self.skip)
+        cut = _incomplete_tail(data)
+        self.pending = data[cut:]
+        return _decode_utf8(data[:cut])
 
     def flush(self) -> str:
         """Return the rest of the text once generation has ended."""
-        return str(self.utf8.decode(b"", final=True))
+        text, self.pending = _decode_utf8(self.pending), b""
+        return text
 
 
 class DetokenizerCalculator(LLMNodeCalculator):

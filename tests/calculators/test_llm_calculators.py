@@ -175,6 +175,45 @@ def test_byte_level_table_matches_genai_decode(tokenizer: ov_genai.Tokenizer) ->
             assert "".join(deltas) == expected
 
 
+def test_byte_level_table_replaces_invalid_utf8_as_genai(tokenizer: ov_genai.Tokenizer) -> None:
+    """Every lead byte, cut short or complete, at the end and mid-text: same U+FFFD as genai."""
+    from calculators.llm.detokenizer_calculator import ByteLevelStream, byte_level_table
+
+    table = byte_level_table(TINY_MODEL, tokenizer)
+    assert table is not None
+    single = {}
+    for index, piece in enumerate(table.pieces):
+        if len(piece) == 1 and index not in table.special:
+            single.setdefault(piece[0], index)
+    assert len(single) == 256
+    cores = []
+    for lead in range(0xC0, 0x100):
+        cores.append(bytes([lead]))
+        for second in (0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0x41):
+            cores += [bytes([lead, second]), bytes([lead, second, 0x80]),
+                      bytes([lead, second, 0x80, 0x80])]
+    cases = [*cores, *(c + b"A" for c in cores), *(b"A" + c + "é".encode() for c in cores),
+             b"\x80\x80", "😀".encode()[:3] + b"\xf5"]
+    by_length: dict[int, list[bytes]] = {}
+    for case in cases:
+        by_length.setdefault(len(case), []).append(case)
+    for batch in by_length.values():
+        ids = [[single[b] for b in case] for case in batch]
+        expected = tokenizer.decode(ids, skip_special_tokens=True)
+        for row, text in zip(ids, expected):
+            assert table.decode(row) == text, bytes(table.to_bytes(row, True))
+            stream = ByteLevelStream(table)
+            assert "".join([stream.add([i]) for i in row] + [stream.flush()]) == text
+
+
+def test_embedded_default_model_takes_the_byte_level_path() -> None:
+    from calculators.llm.detokenizer_calculator import byte_level_table
+
+    shapes = TINY_MODEL.parent / "qwen2vl-shapes"
+    # Its 372-token vocabulary makes random samples hit cut-short sequences such as F5 A6.
+    assert byte_level_table(shapes, ov_genai.Tokenizer(str(shapes))) is not None
+
+
 def test_byte_level_table_rejects_other_tokenizers() -> None:
     from calculators.llm.detokenizer_calculator import ByteLevelTable
 
