@@ -402,12 +402,15 @@ class _SilentRequestCalculator(Calculator):
 
     IN = Input("REQUEST", InferRequest)
     OUT = Output("RESPONSE", InferResponse)
+    started = 0
     cancelled = 0
     lock = threading.Lock()
 
     def process(self, cc: CalculatorContext) -> None:
         woken = threading.Event()
         cc.on_cancel(woken.set)
+        with self.lock:
+            type(self).started += 1
         if woken.wait(60):
             with self.lock:
                 type(self).cancelled += 1
@@ -441,12 +444,13 @@ def guarded(tmp_path: Path) -> Iterator[tuple[tg.InferenceServerClient, dict[str
         server.stop(0)
 
 
-def _wait_cancelled(count: int, timeout: float = 5.0) -> bool:
+def _wait_silent(field: str, count: int, timeout: float = 5.0) -> bool:
+    """Wait until ``_SilentRequestCalculator.<field>`` (started / cancelled) reaches ``count``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _SilentRequestCalculator.cancelled >= count:
+        if getattr(_SilentRequestCalculator, field) >= count:
             return True
-        time.sleep(0.05)
+        time.sleep(0.02)
     return False
 
 
@@ -460,7 +464,7 @@ def test_silent_graph_hits_the_server_deadline(guarded: Any) -> None:
     assert _code(exc) == "StatusCode.DEADLINE_EXCEEDED"
     assert "no output within 1.5 seconds" in exc.value.message()
     assert settings["request_timeout"] - 0.1 <= elapsed < settings["request_timeout"] + 5
-    assert _wait_cancelled(before + 1)
+    assert _wait_silent("cancelled", before + 1)
 
 
 def test_client_deadline_cancels_the_run(guarded: Any) -> None:
@@ -470,16 +474,18 @@ def test_client_deadline_cancels_the_run(guarded: Any) -> None:
         c.infer("silent", [_input("a", np.array([1], np.int32))], client_timeout=0.3)
     assert _code(exc) == "StatusCode.DEADLINE_EXCEEDED"
     # The run is cancelled when the client's deadline passes, not at the server's 1.5 s.
-    assert _wait_cancelled(before + 1, timeout=1.0)
+    assert _wait_silent("cancelled", before + 1, timeout=1.0)
 
 
 def test_calls_beyond_workers_and_queue_are_resource_exhausted(guarded: Any) -> None:
     c, _ = guarded
     x = np.array([1, 2], np.int32)
     results: queue.Queue[Any] = queue.Queue()
+    started = _SilentRequestCalculator.started
     for _ in range(2):  # one running, one queued
         c.async_infer("silent", [_input("a", x)], lambda result, error: results.put(error))
-    time.sleep(0.3)
+    assert _wait_silent("started", started + 1)
+    time.sleep(0.3)  # the second call reaches the server's queue
     with pytest.raises(InferenceServerException) as exc:
         c.infer("double", [_input("a", x)])
     assert _code(exc) == "StatusCode.RESOURCE_EXHAUSTED"
