@@ -20,6 +20,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -515,14 +516,20 @@ def _image_geometry(models_dir: Path) -> tuple[int, int, int] | None:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[ServableKey, Servable] = {}
+_cache: weakref.WeakValueDictionary[ServableKey, Servable] = weakref.WeakValueDictionary()
 
 
 def get_servable(key: ServableKey) -> Servable:
-    """Return the servable for ``key``, loading it on first use."""
+    """Return the servable for ``key``, loading it on first use.
+
+    Graphs with the same key share one servable. Once the last graph holding it is unloaded and
+    its runs have ended, the engine thread finishes what it has and stops, and the pipeline's
+    memory is released; a later graph with that key loads the model again.
+    """
     with _cache_lock:
         servable = _cache.get(key)
         if servable is None:
             servable = Servable(key)
+            weakref.finalize(servable, servable.engine.stop)
             _cache[key] = servable
         return servable

@@ -221,3 +221,36 @@ def test_byte_level_table_rejects_other_tokenizers() -> None:
     assert ByteLevelTable.from_tokenizer_json(
         {"decoder": {"type": "ByteLevel"}, "model": {"type": "Unigram"}}
     ) is None
+
+
+def test_servable_is_released_with_the_last_graph() -> None:
+    """Unloading the only graph that uses a model stops its engine and frees the pipeline."""
+    import gc
+    import weakref
+
+    from ovgraph.serving.graph_definition import GraphDefinition
+
+    # max_num_seqs 7 gives a servable key no other test shares.
+    text = (TINY_MODEL / "graph.pbtxt").read_text().replace(
+        'models_path: "./"', 'models_path: "./", max_num_seqs: 7'
+    )
+    first = GraphDefinition("release", text=text, base_path=TINY_MODEL)
+    second = GraphDefinition("release2", text=text, base_path=TINY_MODEL)
+    first.load()
+    second.load()
+    assert first.available and second.available, (first.error, second.error)
+    servables = {id(r.servable): r.servable for r in first.resources.values()}
+    assert len(servables) == 1  # every node of the graph shares one servable
+    (servable,) = servables.values()
+    assert all(r.servable is servable for r in second.resources.values())  # and graphs too
+    ref, thread = weakref.ref(servable), servable.engine.thread
+    del servable, servables
+
+    first.unload()
+    gc.collect()
+    assert ref() is not None and thread.is_alive()  # the second graph still uses it
+    second.unload()
+    gc.collect()
+    assert ref() is None
+    thread.join(5)
+    assert not thread.is_alive()
