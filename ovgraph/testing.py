@@ -1,4 +1,7 @@
-"""Test harness: run a graph or a single calculator in-process (MediaPipe's CalculatorRunner).
+"""Test harness: graphs and calculators in-process, or a whole server in a subprocess.
+
+``run_graph`` / ``run_calculator`` play MediaPipe's CalculatorRunner; ``ServeProcess`` starts
+``ovgraph serve`` for end-to-end tests and benchmarks.
 
 ::
 
@@ -11,8 +14,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterable, Mapping
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ovgraph.framework.graph import CalculatorGraph
@@ -21,7 +33,7 @@ from ovgraph.framework.tag_map import parse_spec
 from ovgraph.framework.textformat import parse_graph_config
 from ovgraph.framework.validation import ValidatedGraph
 
-__all__ = ["run_calculator", "run_graph"]
+__all__ = ["ServeProcess", "free_port", "run_calculator", "run_graph"]
 
 
 def run_graph(
@@ -121,3 +133,83 @@ def run_calculator(
         timeout=timeout,
         resources={node_name: resources} if resources is not None else None,
     )
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServeProcess:
+    """``ovgraph serve`` in a subprocess, its REST API on a free loopback port.
+
+    Args:
+        args: serve flags (the REST port and address are added).
+        env: variables added to this process's environment.
+        cwd: working directory of the server.
+        log_dir: where ``<log_name>-<port>.log`` collects the server's output (default
+            ``$TMPDIR`` or ``/tmp``).
+        log_name: prefix of the log file name.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: str | Path | None = None,
+        log_dir: str | Path | None = None,
+        log_name: str = "ovgraph-serve",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        folder = Path(log_dir or os.environ.get("TMPDIR", "/tmp"))
+        self.log_path = folder / f"{log_name}-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        cmd = [
+            sys.executable, "-m", "ovgraph.cli", "serve",
+            "--rest_port", str(self.port), "--rest_bind_address", "127.0.0.1", *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> ServeProcess:
+        """Block until ``/v2/health/ready`` answers 200.
+
+        Raises:
+            RuntimeError: the server exited (its log is in the message).
+            TimeoutError: not ready within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return self
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready:\n{self.logs()}")
+
+    def logs(self) -> str:
+        """Everything the server printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM, then wait (kill after 30 s); returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)

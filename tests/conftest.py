@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,15 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ovgraph.testing import ServeProcess
+from ovgraph.testing import free_port as free_port  # tests import it from here
+
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = REPO / "graphs" / "qwen2vl-tiny"
-
-
-def free_port() -> int:
-    """Return a free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def golden_array() -> np.ndarray:
@@ -45,8 +34,11 @@ def png_data_url(array: np.ndarray, fmt: str = "PNG") -> str:
     return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-class ServerProcess:
-    """``ovgraph serve`` started for real in a subprocess on free loopback ports."""
+class ServerProcess(ServeProcess):
+    """``ovgraph serve`` started for real in a subprocess on free loopback ports.
+
+    Without model arguments it serves ``default_model`` (the tiny fixture).
+    """
 
     def __init__(
         self,
@@ -55,50 +47,14 @@ class ServerProcess:
         *,
         default_model: Path = TINY_MODEL,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"ovgraph-serve-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        cmd = [
-            sys.executable, "-m", "ovgraph.cli", "serve",
-            "--rest_port", str(self.port), "--rest_bind_address", "127.0.0.1", *args,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "OVGRAPH_DEFAULT_MODEL": str(default_model), **(env or {})},
+        super().__init__(
+            args, {"OVGRAPH_DEFAULT_MODEL": str(default_model), **(env or {})}, cwd=REPO
         )
 
     def wait_ready(self, timeout: float = 120.0) -> ServerProcess:
         """Block until ``/v2/health/ready`` answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.logs()}")
-            with (
-                contextlib.suppress(OSError, urllib.error.URLError),
-                urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    return self
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready:\n{self.logs()}")
-
-    def logs(self) -> str:
-        """Everything the server printed so far."""
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM, then wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return int(self.proc.returncode)
+        super().wait_ready(timeout)
+        return self
 
     def post(self, path: str, body: object, timeout: float = 60.0) -> tuple[int, dict]:
         """POST JSON; return ``(status, parsed JSON body)``."""

@@ -29,20 +29,19 @@ import http.client
 import io
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from ovgraph.testing import ServeProcess  # noqa: E402  (after the path insert)
 
 DEFAULT_MODEL = Path(os.environ.get("OVGRAPH_BENCH_MODEL", str(REPO / "models" / "medium-int8")))
 TINY_MODEL = REPO / "graphs" / "qwen2vl-tiny"
@@ -130,63 +129,31 @@ def tok_rate(timings: list[Timing]) -> float:
 # ----------------------------------------------------------------------------- servers
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
+class Server(ServeProcess):
     """``ovgraph serve`` for one model folder and pipeline type, in a subprocess."""
 
     def __init__(
         self, model: Path, pipeline_type: str, cache_size: int, batched_tokens: int, log_dir: Path
     ) -> None:
-        self.port = free_port()
         self.pipeline_type = pipeline_type
-        self.log_path = log_dir / f"ovgraph-bench-{pipeline_type}-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        cmd = [
-            sys.executable, "-m", "ovgraph.cli", "serve", "--model_path", str(model),
-            "--model_name", SERVED_NAME, "--task", "text_generation",
-            "--pipeline_type", pipeline_type, "--cache_size", str(cache_size),
-            "--max_num_batched_tokens", str(batched_tokens),
-            "--enable_prefix_caching", "false", "--log_level", "WARNING",
-            "--rest_port", str(self.port), "--rest_bind_address", "127.0.0.1",
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        super().__init__(
+            [
+                "--model_path", str(model), "--model_name", SERVED_NAME,
+                "--task", "text_generation", "--pipeline_type", pipeline_type,
+                "--cache_size", str(cache_size), "--max_num_batched_tokens", str(batched_tokens),
+                "--enable_prefix_caching", "false", "--log_level", "WARNING",
+            ],
+            cwd=REPO, log_dir=log_dir, log_name=f"ovgraph-bench-{pipeline_type}",
+        )
 
     def wait_ready(self, timeout: float = 300.0) -> Server:
-        """Block until ``/v2/health/ready`` answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                url = f"http://127.0.0.1:{self.port}/v2/health/ready"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready:\n{self.log_path.read_text()[-3000:]}")
+        """Block until ``/v2/health/ready`` answers 200 (loading a model takes a while)."""
+        super().wait_ready(timeout)
+        return self
 
     def rss_mb(self) -> float:
         """VmRSS of the server process in MiB."""
         return read_rss_mb(self.proc.pid)
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def read_rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:

@@ -33,17 +33,18 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ovgraph.testing import ServeProcess  # noqa: E402  (after the path insert)
+
 VLLM_VERSION = "0.7.3"
 DATASET = "lmarena-ai/vision-arena-bench-v0.1"
 DEPENDENCIES = [
@@ -164,38 +165,19 @@ def ensure_dataset(python: Path, work: Path, rows: int, image_size: int) -> None
     stamp.write_text(json.dumps(wanted))
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(args: argparse.Namespace, work: Path) -> ServeProcess:
     """``ovgraph serve`` on the model folder; wait until ready."""
-    port = free_port()
-    log_file = (work / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ovgraph.cli", "serve", "--model_path", str(args.model),
-         "--model_name", args.served_name, "--task", "text_generation",
-         "--pipeline_type", args.pipeline_type, "--cache_size", str(args.cache_size),
-         "--rest_port", str(port), "--rest_bind_address", "127.0.0.1", "--log_level", "WARNING"],
-        stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+    server = ServeProcess(
+        ["--model_path", str(args.model), "--model_name", args.served_name,
+         "--task", "text_generation", "--pipeline_type", args.pipeline_type,
+         "--cache_size", str(args.cache_size), "--log_level", "WARNING"],
+        cwd=REPO, log_dir=work, log_name="server",
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{(work / 'server.log').read_text()[-3000:]}")
-        try:
-            url = f"http://127.0.0.1:{port}/v2/health/ready"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return proc, port
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError("server did not become ready")
+    try:
+        return server.wait_ready(300)
+    except Exception:
+        server.stop()
+        raise
 
 
 def run_benchmark(python: Path, bench_dir: Path, work: Path, args: argparse.Namespace,
@@ -249,19 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     python = ensure_venv(work)
     bench_dir = ensure_benchmarks(python, work)
     ensure_dataset(python, work, args.rows, args.image_size)
-    server = None
-    port = args.port
-    if not port:
-        server, port = start_server(args, work)
+    server = None if args.port else start_server(args, work)
+    port = args.port or server.port
     try:
         result = run_benchmark(python, bench_dir, work, args, port)
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            server.stop()
     print(f"\novgraph {args.pipeline_type}, {args.num_prompts} prompts, "
           f"max concurrency {args.max_concurrency}, {args.output_len} output tokens:")
     for metric in ("ttft", "tpot", "itl"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -370,21 +371,36 @@ class _DoubleRequestCalculator(Calculator):
         )
 
 
-def test_request_response_passthrough(tmp_path: Path) -> None:
-    graph = """
+_REQUEST_GRAPH = """
 input_stream: "REQUEST:in"
 output_stream: "RESPONSE:out"
-node {
-  calculator: "DoubleRequestCalculator" input_stream: "REQUEST:in" output_stream: "RESPONSE:out"
-}
+node { calculator: "%s" input_stream: "REQUEST:in" output_stream: "RESPONSE:out" }
 """
-    with registry.override("DoubleRequestCalculator", _DoubleRequestCalculator):
-        repository = ModelRepository({})
-        repository.add(GraphEntry(name="kfspass", text=graph, base_path=tmp_path))
+
+
+@contextlib.contextmanager
+def _request_graphs(
+    tmp_path: Path, graphs: dict[str, type[Calculator]], settings: dict[str, Any] | None = None
+) -> Iterator[tg.InferenceServerClient]:
+    """A gRPC server with one ``REQUEST → RESPONSE`` graph per ``name: calculator`` entry."""
+    repository = ModelRepository({})
+    with contextlib.ExitStack() as registered:
+        for name, calculator in graphs.items():
+            registered.enter_context(registry.override(calculator.__name__, calculator))
+            repository.add(GraphEntry(name=name, text=_REQUEST_GRAPH % calculator.__name__,
+                                      base_path=tmp_path))
     port = free_port()
-    server = start_grpc_server(repository, {}, port, "127.0.0.1")
+    server = start_grpc_server(repository, settings or {}, port, "127.0.0.1")
+    client = tg.InferenceServerClient(f"127.0.0.1:{port}")
     try:
-        c = tg.InferenceServerClient(f"127.0.0.1:{port}")
+        yield client
+    finally:
+        client.close()
+        server.stop(0)
+
+
+def test_request_response_passthrough(tmp_path: Path) -> None:
+    with _request_graphs(tmp_path, {"kfspass": _DoubleRequestCalculator}) as c:
         x = np.array([1, 2, 3], np.int32)
         result = c.infer("kfspass", [_input("a", x), _input("b", 10 * x)], request_id="q")
         np.testing.assert_array_equal(result.as_numpy("a_x2"), 2 * x)
@@ -392,9 +408,6 @@ node {
         response = result.get_response()
         assert response.id == "q"
         assert response.parameters["n"].int64_param == 2
-        c.close()
-    finally:
-        server.stop(0)
 
 
 class _SilentRequestCalculator(Calculator):
@@ -416,32 +429,13 @@ class _SilentRequestCalculator(Calculator):
                 type(self).cancelled += 1
 
 
-_KFS_GRAPH = """
-input_stream: "REQUEST:in"
-output_stream: "RESPONSE:out"
-node { calculator: "%s" input_stream: "REQUEST:in" output_stream: "RESPONSE:out" }
-"""
-
-
 @pytest.fixture
 def guarded(tmp_path: Path) -> Iterator[tuple[tg.InferenceServerClient, dict[str, Any]]]:
     """A server with one worker, one queue place and a 1.5 s deadline over a silent graph."""
     settings = {"grpc_max_threads": 1, "max_queued_requests": 1, "request_timeout": 1.5}
-    with registry.override("SilentRequestCalculator", _SilentRequestCalculator), \
-            registry.override("DoubleRequestCalculator", _DoubleRequestCalculator):
-        repository = ModelRepository({})
-        for name, calculator in (("silent", "SilentRequestCalculator"),
-                                 ("double", "DoubleRequestCalculator")):
-            repository.add(GraphEntry(name=name, text=_KFS_GRAPH % calculator,
-                                      base_path=tmp_path))
-    port = free_port()
-    server = start_grpc_server(repository, settings, port, "127.0.0.1")
-    c = tg.InferenceServerClient(f"127.0.0.1:{port}")
-    try:
+    graphs = {"silent": _SilentRequestCalculator, "double": _DoubleRequestCalculator}
+    with _request_graphs(tmp_path, graphs, settings) as c:
         yield c, settings
-    finally:
-        c.close()
-        server.stop(0)
 
 
 def _wait_silent(field: str, count: int, timeout: float = 5.0) -> bool:

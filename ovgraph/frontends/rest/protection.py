@@ -27,7 +27,6 @@ from ovgraph.serving.admission import (
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
-    "DEFAULT_REQUEST_TIMEOUT",
     "ProtectedApplication",
     "ServerState",
     "endpoint_label",
