@@ -72,8 +72,6 @@ class InferRequest:
     raw: Any = None
 
 
-InferRequestLike = InferRequest
-
 
 @dataclass
 class InferResponse:
