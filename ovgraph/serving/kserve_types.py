@@ -72,7 +72,6 @@ class InferRequest:
     raw: Any = None
 
 
-
 @dataclass
 class InferResponse:
     """A KServe inference response."""
