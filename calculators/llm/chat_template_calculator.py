@@ -10,8 +10,8 @@ from calculators.llm.common import (
     LLMResources,
     RequestContext,
 )
+from calculators.llm.errors import translate_error
 from calculators.llm.request_validation import ChatRequest
-from calculators.llm.servable import translate_error
 from ovgraph.errors import InvalidParameterError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 

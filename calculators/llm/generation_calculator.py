@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from calculators.llm.chunks import Usage
 from calculators.llm.common import GenerationInput, LLMNodeCalculator, LLMResources, TokenChunk
+from calculators.llm.engine_client import GenerationJob
 from calculators.llm.metrics import observe_finished_job
-from calculators.llm.servable import GenerationJob
 from ovgraph.errors import GraphCancelledError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -243,14 +244,26 @@ def test_servable_is_released_with_the_last_graph() -> None:
     assert len(servables) == 1  # every node of the graph shares one servable
     (servable,) = servables.values()
     assert all(r.servable is servable for r in second.resources.values())  # and graphs too
-    ref, thread = weakref.ref(servable), servable.engine.thread
+    (pid,) = servable.engine.pids()
+    ref = weakref.ref(servable)
     del servable, servables
 
     first.unload()
     gc.collect()
-    assert ref() is not None and thread.is_alive()  # the second graph still uses it
+    assert ref() is not None and _alive(pid)  # the second graph still uses it
     second.unload()
     gc.collect()
     assert ref() is None
-    thread.join(5)
-    assert not thread.is_alive()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)  # the engine process ended with its last graph
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
