@@ -34,6 +34,10 @@ class LLMResources:
     image_policy: ImagePolicy
     options: Any
 
+    def health(self) -> str | None:
+        """The servable's engine trouble, if any (see ``GraphDefinition.health``)."""
+        return self.servable.health()
+
     @property
     def max_concurrent_runs(self) -> int:
         """Graph runs the server admits at once: the engine's ``max_num_seqs``."""

@@ -141,17 +141,36 @@ class GraphDefinition:
             raise ServableNotReadyError(f'Servable "{self.name}" is not ready{reason}')
         return CalculatorGraph(validated, resources=self.resources)
 
+    def health(self) -> str | None:
+        """Why a loaded graph cannot serve right now (a resource's ``health()``), or None.
+
+        Node resources may report trouble that comes after loading, e.g. a model's engine
+        process restarting; requests still wait for it, but readiness and ``/v1/config`` say so.
+        """
+        for resource in list(self.resources.values()):
+            check = getattr(resource, "health", None)
+            problem = check() if callable(check) else None
+            if problem:
+                return str(problem)
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """AVAILABLE and every resource healthy (readiness probes)."""
+        return self.available and self.health() is None
+
     def status(self) -> dict[str, Any]:
         """The ``/v1/config`` entry of this graph."""
+        state, code, message = self.state, self.error_code, self.error or "OK"
+        problem = self.health() if state == AVAILABLE else None
+        if problem:
+            state, code, message = LOADING, "UNAVAILABLE", problem
         return {
             "model_version_status": [
                 {
                     "version": "1",
-                    "state": self.state,
-                    "status": {
-                        "error_code": self.error_code,
-                        "error_message": self.error or "OK",
-                    },
+                    "state": state,
+                    "status": {"error_code": code, "error_message": message},
                 }
             ]
         }

@@ -273,4 +273,4 @@ class ModelRepository:
 
     def all_available(self) -> bool:
         """Whether every registered graph is AVAILABLE (readiness)."""
-        return all(d.available for d in self.definitions())
+        return all(d.ready for d in self.definitions())
