@@ -11,8 +11,14 @@ tokens each (``ignore_eos``, greedy):
   the same gain for genai alone: raw CB vs P1's raw ``VLMPipeline`` requests back to back.
 - P4: median request preparation (JSON parse, base64 + JPEG decode, chat template, token count,
   generation config) through the real request/image/template calculators in this process.
-- P5: resident memory of the ``VLM_CB`` server after the runs minus that of a separate process
-  that loads the raw ``ContinuousBatchingPipeline`` and runs the same batches.
+- P5: resident memory of the ``VLM_CB`` server (its own process and its engine process
+  together) after the runs minus that of a separate process that loads the raw
+  ``ContinuousBatchingPipeline`` and runs the same batches.
+- P6: the front door under load. ``/v2/health/live`` latency (p50, p99) polled every 20 ms while
+  the ``VLM_CB`` server runs ``--requests`` concurrent image requests; and the inter-chunk gap
+  p99 of one already-running stream while ``--requests`` - 1 image requests arrive, next to the
+  same pattern on raw CB (gap between that request's new tokens as raw ``step()`` /
+  ``add_request`` run).
 
 Both servers are ``python -m ovgraph.cli serve`` subprocesses on loopback ports; they sit idle
 while the other side runs. The last line printed is a JSON object with the headline numbers::
@@ -152,8 +158,22 @@ class Server(ServeProcess):
         return self
 
     def rss_mb(self) -> float:
-        """VmRSS of the server process in MiB."""
-        return read_rss_mb(self.proc.pid)
+        """VmRSS of the server process and its engine processes together, in MiB."""
+        return sum(read_rss_mb(pid) for pid in [self.proc.pid, *child_pids(self.proc.pid)])
+
+
+def child_pids(parent: int) -> list[int]:
+    """Processes whose parent is ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def read_rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
@@ -314,6 +334,88 @@ def rss_child(args: argparse.Namespace) -> None:
     for round_index in range(args.rounds):
         raw_cb_batch(pipe, tensors, config, 1000 * (round_index + 1))
     print(json.dumps({"rss_mb": read_rss_mb(), "hwm_mb": read_rss_mb(field="VmHWM")}))
+
+
+# ----------------------------------------------------------------------------- P6
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] if ordered else 0.0
+
+
+def health_under_load(port: int, bodies: list[bytes]) -> tuple[list[float], list[float]]:
+    """``/v2/health/live`` latencies (s) idle and while ``bodies`` run concurrently."""
+
+    def poll(stop: threading.Event, out: list[float], limit: int = 10**9) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while not stop.is_set() and len(out) < limit:
+            start = time.perf_counter()
+            conn.request("GET", "/v2/health/live")
+            response = conn.getresponse()
+            response.read()
+            out.append(time.perf_counter() - start)
+            time.sleep(0.02)
+        conn.close()
+
+    idle: list[float] = []
+    poll(threading.Event(), idle, limit=100)
+    busy: list[float] = []
+    stop = threading.Event()
+    poller = threading.Thread(target=poll, args=(stop, busy))
+    poller.start()
+    try:
+        concurrent_requests(port, bodies)
+    finally:
+        stop.set()
+        poller.join()
+    return idle, busy
+
+
+def stream_gaps_server(port: int, long_body: bytes, bodies: list[bytes]) -> list[float]:
+    """Chunk gaps (s) of one running stream from when ``bodies`` are sent until it ends."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("POST", "/v3/chat/completions", long_body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    arrivals: list[float] = []
+    others: threading.Thread | None = None
+    while True:
+        line = response.readline()
+        if not line or line.strip() == b"data: [DONE]":
+            break
+        if not line.startswith(b"data: ") or b'"content"' not in line:
+            continue
+        arrivals.append(time.perf_counter())
+        if len(arrivals) == 5 and others is None:
+            mark = len(arrivals)
+            others = threading.Thread(target=concurrent_requests, args=(port, bodies))
+            others.start()
+    conn.close()
+    if others is not None:
+        others.join()
+    return [b - a for a, b in zip(arrivals[mark - 1:], arrivals[mark:])]
+
+
+def stream_gaps_raw(
+    pipe: Any, tensors: list[Any], long_config: Any, config: Any, first_id: int
+) -> list[float]:
+    """The same pattern on raw CB: token gaps of request 0 once the others are added."""
+    handle = pipe.add_request(first_id, RAW_PROMPT, [tensors[0]], long_config)
+    arrivals: list[float] = []
+    added = False
+    while pipe.has_non_finished_requests():
+        if len(arrivals) >= 5 and not added:
+            added = True
+            mark = len(arrivals)
+            for i, tensor in enumerate(tensors[1:], start=1):
+                pipe.add_request(first_id + i, RAW_PROMPT, [tensor], config)
+        pipe.step()
+        if handle.can_read():
+            outputs = handle.read()
+            if any(len(o.generated_ids) for o in outputs.values()):
+                arrivals.append(time.perf_counter())
+    return [b - a for a, b in zip(arrivals[mark - 1:], arrivals[mark:])]
 
 
 # ----------------------------------------------------------------------------- P4
@@ -487,6 +589,15 @@ def run(args: argparse.Namespace) -> int:
                 "serial": sum(t.tokens for t in ser_t) / ser_wall,
             })
         server_rss = cb.rss_mb()
+
+        # P6: health latency under load, and a running stream while image requests arrive.
+        idle_health, busy_health = health_under_load(cb.port, bodies)
+        long_tokens = 4 * max_tokens
+        long_body = request_body(jpegs[0], long_tokens)
+        gaps_srv = stream_gaps_server(cb.port, long_body, bodies[1:])
+        gaps_raw = stream_gaps_raw(
+            raw_cb, tensors, raw_config(raw_cb.get_config(), long_tokens), cb_config, 90_000
+        )
         del raw_cb
     finally:
         for server in servers.values():
@@ -537,6 +648,14 @@ def run(args: argparse.Namespace) -> int:
         ("P4   of which JSON parse / image decode ms", prep["json_ms"], prep["image_ms"], ""),
         ("P5 RSS MiB (raw CB process / VLM_CB server)", raw_rss, server_rss,
          f"{server_rss - raw_rss:+.0f}"),
+        ("P6 /v2/health/live ms idle p50 / p99", percentile(idle_health, 0.5) * 1000,
+         percentile(idle_health, 0.99) * 1000, ""),
+        (f"P6 /v2/health/live ms under c={n} p50 / p99", percentile(busy_health, 0.5) * 1000,
+         percentile(busy_health, 0.99) * 1000, ""),
+        ("P6 running stream gap ms p50 (raw / server)", percentile(gaps_raw, 0.5) * 1000,
+         percentile(gaps_srv, 0.5) * 1000, ""),
+        ("P6 running stream gap ms p99 (raw / server)", percentile(gaps_raw, 0.99) * 1000,
+         percentile(gaps_srv, 0.99) * 1000, ""),
     ]
 
     def fmt(value: Any) -> str:
@@ -552,6 +671,9 @@ def run(args: argparse.Namespace) -> int:
         "p2_raw_cb_vs_serialized": round(best["raw"] / raw_serial, 2),
         "p4_prep_ms": round(prep["prep_ms"], 2),
         "p5_rss_delta_mb": round(server_rss - raw_rss, 1),
+        "p6_health_p99_ms": round(percentile(busy_health, 0.99) * 1000, 1),
+        "p6_stream_gap_p99_ms": round(percentile(gaps_srv, 0.99) * 1000, 1),
+        "p6_raw_step_gap_p99_ms": round(percentile(gaps_raw, 0.99) * 1000, 1),
     }
     print(json.dumps(result))
     return 0

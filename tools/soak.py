@@ -57,7 +57,11 @@ def find_pid_by_port(port: int) -> int | None:
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes (0 if unknown)."""
+    """Resident set size of ``pid`` and its child processes (engines) in bytes (0 if unknown)."""
+    return sum(_own_rss(p) for p in [pid, *_children(pid)])
+
+
+def _own_rss(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -65,6 +69,19 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def percentile(values: list[float], q: float) -> float:
