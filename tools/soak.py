@@ -5,7 +5,8 @@ unless ``--no-ignore_eos``). A warm-up of the same load (``--warmup`` seconds, d
 first: it lets the server size what grows with load and then stays (KV cache blocks for the
 concurrent sequences, worker threads, per-shape kernels). The measured window of ``--duration``
 seconds follows; its requests, errors, latency percentiles (time to first byte of content and
-whole request) and the server's RSS growth over it are printed, next to the growth from before
+whole request) and the RSS growth of the server and its engine processes together over it are
+printed, next to the growth from before
 the warm-up. The last line is a JSON object with at least ``requests``, ``errors`` and
 ``rss_growth_pct`` (the measured window's).
 
