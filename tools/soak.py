@@ -6,8 +6,8 @@ first: it lets the server size what grows with load and then stays (KV cache blo
 concurrent sequences, worker threads, per-shape kernels). The measured window of ``--duration``
 seconds follows; its requests, errors, latency percentiles (time to first byte of content and
 whole request) and the RSS growth of the server and its engine processes together over it are
-printed, next to the growth from before the warm-up. The last line is a JSON object with at least ``requests``, ``errors`` and
-``rss_growth_pct`` (the measured window's).
+printed, next to the growth from before the warm-up. The last line is a JSON object with at
+least ``requests``, ``errors`` and ``rss_growth_pct`` (the measured window's).
 
     python tools/soak.py --url http://127.0.0.1:8000 --clients 64 --duration 60
 
