@@ -167,3 +167,14 @@ def test_engine_above_the_rss_limit_is_replaced_without_failing_requests() -> No
         assert "replacing it" in proc.logs()
     finally:
         proc.stop()
+
+
+def test_in_process_engine_for_debugging() -> None:
+    proc = ServerProcess([], env={"OVGRAPH_ENGINE": "inprocess"}).wait_ready()
+    try:
+        assert _engines(proc.proc.pid) == []
+        status, _, raw = request(proc.url + "/v3/chat/completions", chat(max_tokens=4))
+        assert status == 200, raw
+        assert json.loads(raw)["usage"]["completion_tokens"] == 4
+    finally:
+        proc.stop()
