@@ -49,7 +49,9 @@ def test_config_round_trip_keeps_every_value() -> None:
     config.presence_penalty = 0.2
     config.frequency_penalty = 0.1
     config.min_p = 0.05
-    config.structured_output_config = ov_genai.StructuredOutputConfig(json_schema='{"type":"object"}')
+    config.structured_output_config = ov_genai.StructuredOutputConfig(
+        json_schema='{"type":"object"}'
+    )
     back = config_from_wire(config_to_wire(config))
     for name in CONFIG_FIELDS:
         assert getattr(back, name) == getattr(config, name), name

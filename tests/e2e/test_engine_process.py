@@ -155,7 +155,7 @@ def test_engine_above_the_rss_limit_is_replaced_without_failing_requests() -> No
         seen = {first}
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
-            status, _, raw = request(
+            status, _, _ = request(
                 proc.url + "/v3/chat/completions", chat(max_tokens=40, ignore_eos=True)
             )
             statuses.append(status)
