@@ -77,6 +77,7 @@ class GenerationJob:
     cancelled: bool = False
     finish_reason: str | None = None
     completion_tokens: int = 0
+    steps: int = 0
     prompt_tokens: int = 0
     error: BaseException | None = None
     wake_on_push: bool = True
@@ -108,6 +109,7 @@ class GenerationJob:
                 if self.first_token_at is None:
                     self.first_token_at = now
                 self.last_token_at = now
+                self.steps += 1
             self.new_ids.extend(ids)
             if logprobs is not None:
                 self.logprobs.extend(logprobs)

@@ -156,10 +156,11 @@ def load_pipeline(key: dict[str, Any]) -> tuple[Any, Any]:
     """Build the pipeline a ``ServableKey`` describes; return it and its default config."""
     import openvino_genai as ov_genai
 
-    from calculators.llm.servable import ServableKey, build_scheduler_config, max_model_length
+    from calculators.llm.pipeline_options import build_scheduler_config, pipeline_properties
+    from calculators.llm.servable import ServableKey, max_model_length
 
     servable_key = ServableKey(**key)
-    properties = json.loads(servable_key.plugin_config) if servable_key.plugin_config else {}
+    properties = pipeline_properties(servable_key)
     models_dir = servable_key.models_dir
     kind = servable_key.pipeline_type
     if kind.endswith("_CB"):

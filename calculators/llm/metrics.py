@@ -14,6 +14,8 @@ __all__ = [
     "GENERATION_TOKENS",
     "PROMPT_TOKENS",
     "RUNNING_SEQUENCES",
+    "SPEC_ACCEPTED_TOKENS",
+    "SPEC_DRAFT_TOKENS",
     "TIME_PER_OUTPUT_TOKEN",
     "TIME_TO_FIRST_TOKEN",
     "WAITING_SEQUENCES",
@@ -43,6 +45,15 @@ GENERATION_TOKENS = metrics.counter(
     ["model"],
 )
 
+SPEC_DRAFT_TOKENS = metrics.counter(
+    "ovgraph_llm_spec_decode_draft_tokens",
+    "Draft tokens proposed by speculative decoding or prompt lookup.", ["model"],
+)
+SPEC_ACCEPTED_TOKENS = metrics.counter(
+    "ovgraph_llm_spec_decode_accepted_tokens",
+    "Draft tokens the main model accepted.", ["model"],
+)
+
 
 def observe_finished_job(model: str, job: Any, prompt_tokens: int) -> None:
     """Record a sequence that ended (``job`` is a ``GenerationJob``)."""
@@ -50,6 +61,7 @@ def observe_finished_job(model: str, job: Any, prompt_tokens: int) -> None:
     if job.cancelled or job.error is not None:
         return
     PROMPT_TOKENS.labels(model=model).inc(prompt_tokens)
+    _observe_drafts(model, job)
     first, last = job.first_token_at, job.last_token_at
     if first is None:
         return
@@ -58,3 +70,18 @@ def observe_finished_job(model: str, job: Any, prompt_tokens: int) -> None:
         TIME_PER_OUTPUT_TOKEN.labels(model=model).observe(
             max(0.0, last - first) / (job.completion_tokens - 1)
         )
+
+
+def _observe_drafts(model: str, job: Any) -> None:
+    """Speculative acceptance from what each step delivered.
+
+    Every step after the first proposes ``num_assistant_tokens`` drafts and yields the accepted
+    ones plus one token of the main model, so ``accepted = tokens - steps``.
+    """
+    drafts = getattr(job.config, "num_assistant_tokens", None) or 0
+    if not drafts or job.steps < 2:
+        return
+    proposed = (job.steps - 1) * drafts
+    accepted = min(proposed, max(0, job.completion_tokens - job.steps))
+    SPEC_DRAFT_TOKENS.labels(model=model).inc(proposed)
+    SPEC_ACCEPTED_TOKENS.labels(model=model).inc(accepted)

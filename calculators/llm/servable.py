@@ -28,11 +28,19 @@ from calculators.llm.engine_client import (
 )
 from calculators.llm.engine_protocol import config_from_wire
 from calculators.llm.errors import first_line, scrub, translate_error
+from calculators.llm.pipeline_options import (
+    adjust_for_decoding,
+    build_scheduler_config,
+    decoding_method,
+    draft_options,
+    scheduler_extras,
+)
 
 __all__ = [
     "GenerationJob",
     "Servable",
     "ServableKey",
+    "build_scheduler_config",
     "determine_pipeline_type",
     "get_servable",
     "max_model_length",
@@ -95,6 +103,9 @@ class ServableKey:
     max_num_batched_tokens: int
     enable_prefix_caching: bool
     dynamic_split_fuse: bool
+    scheduler_extras: str = ""
+    draft_models_dir: str = ""
+    draft_options: str = ""
 
     @classmethod
     def from_options(cls, options: Any, base_path: Path | None) -> ServableKey:
@@ -109,9 +120,11 @@ class ServableKey:
         requested = options.DESCRIPTOR.fields_by_name["pipeline_type"].enum_type.values_by_number[
             options.pipeline_type
         ].name if options.HasField("pipeline_type") else "AUTO"
+        pipeline_type = determine_pipeline_type(models_dir, requested, device)
+        draft_dir, draft = draft_options(options, base_path, pipeline_type)
         return cls(
             models_dir=str(models_dir),
-            pipeline_type=determine_pipeline_type(models_dir, requested, device),
+            pipeline_type=pipeline_type,
             device=device or "CPU",
             plugin_config=options.plugin_config,
             cache_size=options.cache_size,
@@ -119,22 +132,10 @@ class ServableKey:
             max_num_batched_tokens=options.max_num_batched_tokens,
             enable_prefix_caching=options.enable_prefix_caching,
             dynamic_split_fuse=options.dynamic_split_fuse,
+            scheduler_extras=scheduler_extras(options, pipeline_type),
+            draft_models_dir=draft_dir,
+            draft_options=draft,
         )
-
-
-def build_scheduler_config(key: ServableKey, max_length: int | None) -> Any:
-    """The ``SchedulerConfig`` of a ``LM_CB`` / ``VLM_CB`` servable (also used by benchmarks)."""
-    import openvino_genai as ov_genai
-
-    scheduler = ov_genai.SchedulerConfig()
-    scheduler.cache_size = key.cache_size
-    scheduler.max_num_seqs = key.max_num_seqs
-    scheduler.max_num_batched_tokens = max(
-        key.max_num_batched_tokens, max_length or 0
-    ) if not key.dynamic_split_fuse else key.max_num_batched_tokens
-    scheduler.enable_prefix_caching = key.enable_prefix_caching
-    scheduler.dynamic_split_fuse = key.dynamic_split_fuse
-    return scheduler
 
 
 class Servable:
@@ -154,6 +155,7 @@ class Servable:
             except ValueError as exc:
                 raise ValueError(f"plugin_config is not valid JSON: {exc}") from exc
         self.image_geometry = _image_geometry(self.models_dir)
+        self.decoding_method = decoding_method(key)
         self.max_num_seqs = max(1, key.max_num_seqs)
         self.engine: EngineClient | InProcessEngineClient
         if os.environ.get("OVGRAPH_ENGINE", "process") == "inprocess":
@@ -168,7 +170,8 @@ class Servable:
             raise ValueError(scrub(first_line(str(exc)) or "Tokenizer loading failed")) from exc
 
     def submit(self, job: GenerationJob) -> None:
-        """Send a job to the engine."""
+        """Send a job to the engine (after the decoding method's defaults, as OVMS sets them)."""
+        adjust_for_decoding(job.config, self.decoding_method)
         self.engine.submit(job)
 
     def health(self) -> str | None:

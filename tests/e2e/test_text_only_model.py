@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -34,7 +35,13 @@ TEXT_ONLY = "This servable supports only text input, but image_url has been prov
 
 @pytest.fixture(scope="module")
 def lm_model(export_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    """The ``tiny-lm`` preset exported to OpenVINO IR into a temporary folder."""
+    """The ``tiny-lm`` preset exported to OpenVINO IR into a temporary folder.
+
+    ``OVGRAPH_TINY_LM`` names an already built one instead (quicker local runs).
+    """
+    built = os.environ.get("OVGRAPH_TINY_LM")
+    if built:
+        return Path(built).resolve()
     out = tmp_path_factory.mktemp("lm") / "qwen2-tiny-lm"
     start = time.monotonic()
     subprocess.run(
@@ -162,3 +169,120 @@ def test_auto_resolves_to_continuous_batching(lm_model: Path, expected: dict[str
         status, body = server.post("/v3/chat/completions", chat_body())
         assert status == 200, body
         assert body["choices"][0]["message"]["content"] == expected["chat"]
+
+
+# ------------------------------------------------------------------------- speculative decoding
+
+# 1 + 6k tokens: the prefill step yields one token, each later step 1 + 5 drafts.
+SPEC_TOKENS = 31
+
+
+def _graph_with(
+    lm_model: Path, folder: Path, pipeline_type: str, plugin_config: str = "", **options: str
+) -> Path:
+    """A graph folder serving ``lm_model`` with extra ``LLMCalculatorOptions`` fields."""
+    from calculators.llm.graph_template import text_generation_graph
+
+    settings = {"pipeline_type": pipeline_type, "plugin_config": plugin_config}
+    text = text_generation_graph(lm_model, settings)
+    fields = "".join(f" {name}: {value}" for name, value in options.items())
+    text = text.replace(f'models_path: "{lm_model}"', f'models_path: "{lm_model}"{fields}', 1)
+    folder.mkdir(parents=True)
+    (folder / "graph.pbtxt").write_text(text)
+    return folder
+
+
+def _spec_samples(server: ServerProcess) -> dict[str, float]:
+    from tests.e2e._reliability import metric_samples
+
+    samples = metric_samples(server.url)
+    label = f'{{model="{MODEL}"}}'
+    return {
+        "draft": samples.get(f"ovgraph_llm_spec_decode_draft_tokens_total{label}", 0.0),
+        "accepted": samples.get(f"ovgraph_llm_spec_decode_accepted_tokens_total{label}", 0.0),
+    }
+
+
+@pytest.mark.parametrize("pipeline_type", ["LM_CB", "LM"])
+def test_model_drafting_for_itself_changes_nothing_and_is_always_accepted(
+    lm_model: Path, tmp_path: Path, pipeline_type: str
+) -> None:
+    body = {**chat_body(), "max_tokens": SPEC_TOKENS}
+    with serve(lm_model, pipeline_type) as plain:
+        status, reference = plain.post("/v3/chat/completions", body)
+        assert status == 200, reference
+    folder = _graph_with(
+        lm_model, tmp_path / "spec", pipeline_type, draft_models_path=f'"{lm_model}"'
+    )
+    server = ServerProcess(["--model_path", str(folder), "--model_name", MODEL,
+                            "--metrics_enable"])
+    try:
+        server.wait_ready()
+        status, answer = server.post("/v3/chat/completions", body)
+        assert status == 200, answer
+        assert answer["choices"][0]["message"]["content"] == (
+            reference["choices"][0]["message"]["content"]
+        )
+        events = stream(server, "/v3/chat/completions", body)
+        text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+        assert text == reference["choices"][0]["message"]["content"]
+        counts = _spec_samples(server)
+        assert counts["draft"] > 0
+        assert counts["accepted"] / counts["draft"] >= 0.9, counts
+    finally:
+        server.stop()
+
+
+def test_prompt_lookup_serves_requests(lm_model: Path, tmp_path: Path) -> None:
+    folder = _graph_with(
+        lm_model, tmp_path / "lookup", "LM_CB",
+        plugin_config='{"prompt_lookup": true}',
+    )
+    body = {**completion_body(), "prompt": "a b c a b c a b c a b", "max_tokens": 12}
+    with serve(lm_model, "LM_CB") as plain:
+        status, reference = plain.post("/v3/completions", body)
+        assert status == 200, reference
+    server = ServerProcess(["--model_path", str(folder), "--model_name", MODEL])
+    try:
+        server.wait_ready()
+        status, answer = server.post("/v3/completions", body)
+        assert status == 200, answer
+        assert answer["choices"][0]["text"] == reference["choices"][0]["text"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # a draft folder that does not exist
+        ({"draft_models_path": '"/nonexistent/draft"'}, "draft_models_path does not exist"),
+        # draft settings without a draft model (OVMS refuses them too)
+        ({"draft_max_num_seqs": "4"}, "draft_models_path is not"),
+        # scheduler-only options on a pipeline without a scheduler
+        ({"cache_eviction_config": "{ start_size: 32 recent_size: 128 max_cache_size: 672 }"},
+         "cache_eviction_config needs a continuous batching pipeline"),
+    ],
+)
+def test_options_that_cannot_be_honoured_fail_the_load(
+    lm_model: Path, tmp_path: Path, options: dict[str, str], message: str
+) -> None:
+    folder = _graph_with(lm_model, tmp_path / "bad", "LM", **options)
+    server = ServerProcess(["--model_path", str(folder), "--model_name", MODEL])
+    try:
+        states: list[dict] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                _, raw = server.get("/v1/config")
+            except OSError:  # not listening yet
+                time.sleep(0.2)
+                continue
+            states = json.loads(raw)[MODEL]["model_version_status"]
+            if states[0]["status"]["error_code"] != "OK":
+                break
+            time.sleep(0.2)
+        assert message in states[0]["status"]["error_message"], states
+        assert server.get("/v2/health/ready")[0] == 503
+    finally:
+        server.stop()
