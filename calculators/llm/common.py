@@ -75,6 +75,11 @@ class TokenChunk:
     finished: bool
     finish_reason: str | None = None
     usage: Usage | None = None
+    # Log-probabilities of ``ids`` when the request asked for them.
+    logprobs: list[float] | None = None
+    # Requests for several sequences (n, best_of): every sequence at the end, best first, as
+    # (ids, logprobs or None, finish reason, score); ``ids`` then holds the best one.
+    sequences: list[tuple[list[int], list[float] | None, str | None, float]] | None = None
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from calculators.llm.engine_protocol import config_to_wire, error_from_wire
-from calculators.llm.engines import EngineRequest, InProcessEngine, make_engine
+from calculators.llm.engines import EngineRequest, InProcessEngine, SequenceOutput, make_engine
 from calculators.llm.metrics import RUNNING_SEQUENCES, WAITING_SEQUENCES
 from ovgraph.errors import ServableNotReadyError
 
@@ -72,7 +72,9 @@ class GenerationJob:
     config: Any
     cond: threading.Condition = field(default_factory=threading.Condition)
     new_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
+    new_logprobs: list[float] = field(default_factory=list)
+    read_logprobs: list[float] = field(default_factory=list)
+    sequences: list[SequenceOutput] | None = None
     finished: bool = False
     cancelled: bool = False
     finish_reason: str | None = None
@@ -112,10 +114,16 @@ class GenerationJob:
                 self.steps += 1
             self.new_ids.extend(ids)
             if logprobs is not None:
-                self.logprobs.extend(logprobs)
+                self.new_logprobs.extend(logprobs)
             self.completion_tokens += len(ids)
             if self.wake_on_push:
                 self.cond.notify_all()
+
+    def set_sequences(self, outputs: list[SequenceOutput]) -> None:
+        """Every sequence of a multi-sequence request (usage counts them all)."""
+        with self.cond:
+            self.sequences = outputs
+            self.completion_tokens = sum(len(ids) for ids, *_ in outputs)
 
     def finish(
         self, reason: str | None, prompt_tokens: int = 0, error: BaseException | None = None
@@ -141,6 +149,7 @@ class GenerationJob:
             if not self.new_ids and not self.finished:
                 self.cond.wait(timeout)
             ids, self.new_ids = self.new_ids, []
+            self.read_logprobs, self.new_logprobs = self.new_logprobs, []
             finished = self.finished and not self.new_ids
             if finished and self.error is not None:
                 raise self.error
@@ -151,10 +160,13 @@ class GenerationJob:
         with self.cond:
             self.wake_on_push = False
         ids: list[int] = []
+        logprobs: list[float] = []
         while True:
             new, finished = self.read()
             ids.extend(new)
+            logprobs.extend(self.read_logprobs)
             if finished:
+                self.read_logprobs = logprobs
                 return ids
 
     def cancel(self) -> None:
@@ -334,6 +346,10 @@ class EngineProcess:
                 job = self.jobs.get(request_id)
                 if job is not None:
                     job.push(ids, logprobs)
+        elif kind == "sequences":
+            job = self.jobs.get(message[1])
+            if job is not None:
+                job.set_sequences(message[2])
         elif kind == "started":
             job = self.jobs.get(message[1])
             if job is not None:

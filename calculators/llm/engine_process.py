@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from calculators.llm.engine_protocol import config_from_wire, config_to_wire, error_to_wire
-from calculators.llm.engines import EngineRequest, StepEngine, make_engine
+from calculators.llm.engines import EngineRequest, SequenceOutput, StepEngine, make_engine
 
 logger = logging.getLogger("ovgraph.engine")
 
@@ -71,6 +71,10 @@ class RemoteSink:
             self.outbox.deltas.append(
                 (self.request_id, list(ids), list(logprobs) if logprobs is not None else None)
             )
+
+    def set_sequences(self, outputs: list[SequenceOutput]) -> None:
+        """Report every sequence of a multi-sequence request."""
+        self.outbox.send(("sequences", self.request_id, outputs))
 
     def finish(
         self, reason: str | None, prompt_tokens: int = 0, error: BaseException | None = None

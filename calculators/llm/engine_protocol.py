@@ -14,6 +14,8 @@ Engine → server::
     ("failed", message)                              the pipeline could not be loaded
     ("started", request_id)
     ("tokens", [(request_id, ids, logprobs | None), ...])   one message per step
+    ("sequences", request_id, [(ids, logprobs | None, finish_reason, score), ...])
+                                                     several sequences (n, best_of), at the end
     ("finish", request_id, reason, prompt_tokens, error | None)   error: ``error_to_wire``
 
 ``GenerationConfig`` is not picklable, so it crosses as a dict of its plain fields.

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from calculators.llm.errors import translate_error
+from ovgraph.errors import InvalidParameterError
 
 __all__ = [
     "ContinuousBatchingEngine",
     "EngineRequest",
     "EngineSink",
     "InProcessEngine",
+    "SequenceOutput",
     "SerialEngine",
     "StepEngine",
     "make_engine",
@@ -47,10 +49,22 @@ class EngineSink(Protocol):
     def push(self, ids: Sequence[int], logprobs: Sequence[float] | None = None) -> None:
         """New token ids (and their log-probabilities when asked for)."""
 
+    def set_sequences(self, outputs: list[SequenceOutput]) -> None:
+        """Every sequence of a request that asked for several (``n``, ``best_of``), at the end."""
+
     def finish(
         self, reason: str | None, prompt_tokens: int = 0, error: BaseException | None = None
     ) -> None:
         """The request ended with a finish reason, or with an error."""
+
+
+# One finished sequence: token ids, their log-probabilities (when asked for), finish reason, score.
+SequenceOutput = tuple[list[int], list[float] | None, str | None, float]
+
+
+def several_sequences(config: Any) -> bool:
+    """Whether a request asks for more than one sequence (read at the end, not streamed)."""
+    return bool(config.num_return_sequences > 1 or config.num_beams > 1)
 
 
 @dataclass
@@ -110,6 +124,13 @@ class SerialEngine(StepEngine):
         request = self.incoming.popleft()
         if request.cancelled:
             request.sink.finish("cancelled")
+            return
+        if several_sequences(request.config):
+            error = InvalidParameterError(
+                "n and best_of above 1 need a continuous batching pipeline (LM_CB or VLM_CB)",
+                param="n",
+            )
+            request.sink.finish(None, 0, error)
             return
         streamer = _make_streamer(ov_genai, request, self.poll)
         request.sink.started()
@@ -213,6 +234,14 @@ class ContinuousBatchingEngine(StepEngine):
         for request_id, (request, handle) in list(self.active.items()):
             status = handle.get_status()
             reason: str | None = None
+            if several_sequences(request.config):
+                if status in ended:
+                    outputs = _all_sequences(handle, bool(request.config.logprobs))
+                    request.sink.set_sequences(outputs)
+                    best = outputs[0][2] if outputs else "stop"
+                    request.sink.finish(ended[status] or best, _prompt_tokens(handle))
+                    del self.active[request_id]
+                continue
             if handle.can_read():
                 for output in handle.read().values():
                     logprobs = list(output.generated_log_probs) if request.config.logprobs else None
@@ -230,6 +259,20 @@ class ContinuousBatchingEngine(StepEngine):
             handle.cancel()
             request.sink.finish(None, 0, error)
         self.active.clear()
+
+
+def _all_sequences(handle: Any, logprobs: bool) -> list[SequenceOutput]:
+    """Every output of a finished multi-sequence request, best score first."""
+    outputs = sorted(handle.read_all(), key=lambda o: -float(o.score))
+    return [
+        (
+            list(o.generated_ids),
+            list(o.generated_log_probs) if logprobs else None,
+            _finish_reason(o.finish_reason) or "stop",
+            float(o.score),
+        )
+        for o in outputs
+    ]
 
 
 def _finish_reason(value: Any) -> str | None:

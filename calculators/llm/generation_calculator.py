@@ -73,6 +73,11 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         if job.cancelled:
             raise GraphCancelledError("Generation cancelled")
         chunk = TokenChunk(gen_input.context, ids, finished)
+        if gen_input.config.logprobs:
+            chunk.logprobs = list(job.read_logprobs)
+        if finished and job.sequences is not None:
+            chunk.sequences = job.sequences
+            chunk.ids = list(job.sequences[0][0]) if job.sequences else []
         if finished:
             self._observe(job, gen_input)
             chunk.finish_reason = job.finish_reason
@@ -94,8 +99,10 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         wait = self.last_emit + STREAM_INTERVAL - now
         if not finished and wait > 0 and not job.cancelled:
             time.sleep(wait)
+            logprobs = job.read_logprobs
             more, finished = job.read(0)
             ids.extend(more)
+            job.read_logprobs = logprobs + job.read_logprobs
         self.last_emit = time.monotonic()
         return ids, finished
 
