@@ -19,7 +19,7 @@ OvGraphError
 ├── UnauthorizedError           missing or wrong API key                 401 / UNAUTHENTICATED
 ├── ServableNotFoundError                                                 404 / NOT_FOUND
 └── ServableNotReadyError                                                 503 / UNAVAILABLE
-    └── OverloadedError         queue full                                503 / UNAVAILABLE
+    └── OverloadedError         queue full                         503 / RESOURCE_EXHAUSTED
 StopProcessing(Exception)       control flow only: a source calculator is done
 ```
 
@@ -199,6 +199,7 @@ class ServableNotReadyError(OvGraphError):
 class OverloadedError(ServableNotReadyError):
     """The request queue is full."""
 
+    grpc_code = "RESOURCE_EXHAUSTED"
     code = "overloaded"
 
 

@@ -24,13 +24,15 @@ _ABORT_GRACE = 2.0
 _EXIT_WATCHDOG = 10.0
 
 
-def _start_grpc(args: argparse.Namespace, repository: Any, settings: dict[str, Any]) -> Any:
+def _start_grpc(
+    args: argparse.Namespace, repository: Any, settings: dict[str, Any], plane: Any
+) -> Any:
     try:
         from ovgraph.frontends.grpc.server import start_grpc_server
     except ImportError:
         logger.error("The gRPC frontend is not available; serving REST only")
         return None
-    return start_grpc_server(repository, settings, args.port, args.grpc_bind_address)
+    return start_grpc_server(repository, settings, args.port, args.grpc_bind_address, plane)
 
 
 def _exit_watchdog() -> None:
@@ -72,6 +74,7 @@ def run_server(args: argparse.Namespace) -> int:
     from ovgraph.framework import executor
     from ovgraph.frontends.auth import load_api_key
     from ovgraph.frontends.rest.app import ServerState, make_app, tornado_max_body_size
+    from ovgraph.serving.dataplane import DataPlane
 
     level = "DEBUG" if args.log_level == "TRACE" else args.log_level
     logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
@@ -84,11 +87,16 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"ovgraph: {exc}", file=sys.stderr)
         return 2
     settings = settings_from_args(args)
-    state = ServerState(
-        api_key=api_key,
+    loop = IOLoop.current()
+    plane = DataPlane(
+        repository,
         max_queued=getattr(args, "max_queued_requests", 256),
-        max_body_bytes=getattr(args, "max_body_size", 64 * 1024 * 1024),
         request_timeout=getattr(args, "request_timeout", 600.0),
+        loop=loop.asyncio_loop,  # type: ignore[attr-defined]
+    )
+    state = ServerState(
+        plane, api_key=api_key,
+        max_body_bytes=getattr(args, "max_body_size", 64 * 1024 * 1024),
     )
     if api_key is not None:
         logger.info("API key required for model requests")
@@ -100,7 +108,7 @@ def run_server(args: argparse.Namespace) -> int:
             idle_connection_timeout=300,
         )
         server.listen(args.rest_port, address=args.rest_bind_address)
-    grpc_server = _start_grpc(args, repository, settings) if args.port else None
+    grpc_server = _start_grpc(args, repository, settings, plane) if args.port else None
     names = ", ".join(d.name for d in repository.definitions())
     where = f"http://{args.rest_bind_address}:{args.rest_port}" if args.rest_port else "-"
     print(f"ovgraph: serving {names} on {where}", flush=True)
@@ -111,24 +119,22 @@ def run_server(args: argparse.Namespace) -> int:
 
     threading.Thread(target=load_all, name="ovgraph-load", daemon=True).start()
     repository.start_watching(args.file_system_poll_wait_seconds)
-    loop = IOLoop.current()
     drain_timeout = max(0.0, float(getattr(args, "drain_timeout", 30.0)))
 
     async def drain() -> None:
-        logger.info("Shutting down: draining %d request(s)", len(state.active))
-        if not await state.wait_drained(drain_timeout):
-            logger.warning("Drain timeout: cancelling %d request(s)", len(state.active))
-            for handler in list(state.active):
-                handler.abort()
-            await state.wait_drained(_ABORT_GRACE)
+        logger.info("Shutting down: draining %d request(s)", plane.active)
+        if not await plane.wait_drained(drain_timeout):
+            logger.warning("Drain timeout: cancelling %d request(s)", plane.active)
+            plane.abort_all()
+            await plane.wait_drained(_ABORT_GRACE)
         await asyncio.sleep(0.05)  # let the last answers reach their sockets
         loop.stop()
 
     def on_signal() -> None:
-        if state.draining:
+        if plane.draining:
             loop.stop()
             return
-        state.draining = True
+        plane.draining = True
         loop.add_callback(drain)
 
     def handle(*_: Any) -> None:

@@ -1,7 +1,8 @@
 """Test harness: graphs and calculators in-process, or a whole server in a subprocess.
 
-``run_graph`` / ``run_calculator`` play MediaPipe's CalculatorRunner; ``ServeProcess`` starts
-``ovgraph serve`` for end-to-end tests and benchmarks.
+``run_graph`` / ``run_calculator`` play MediaPipe's CalculatorRunner; ``serve_http`` and
+``serve_kserve`` send one request through a servable under the data plane, as the frontends do;
+``ServeProcess`` starts ``ovgraph serve`` for end-to-end tests and benchmarks.
 
 ::
 
@@ -33,7 +34,14 @@ from ovgraph.framework.tag_map import parse_spec
 from ovgraph.framework.textformat import parse_graph_config
 from ovgraph.framework.validation import ValidatedGraph
 
-__all__ = ["ServeProcess", "free_port", "run_calculator", "run_graph"]
+__all__ = [
+    "ServeProcess",
+    "free_port",
+    "run_calculator",
+    "run_graph",
+    "serve_http",
+    "serve_kserve",
+]
 
 
 def run_graph(
@@ -133,6 +141,60 @@ def run_calculator(
         timeout=timeout,
         resources={node_name: resources} if resources is not None else None,
     )
+
+
+_PLANE: Any = None
+_PLANE_LOCK = threading.Lock()
+
+
+def _plane() -> Any:
+    global _PLANE
+    from ovgraph.serving.dataplane import DataPlane
+
+    with _PLANE_LOCK:
+        if _PLANE is None:
+            _PLANE = DataPlane(request_timeout=0)
+        return _PLANE
+
+
+def serve_http(definition: Any, payload: Any, timeout: float = 60.0) -> bytes | list[bytes]:
+    """One HTTP payload through ``definition``: the body, or the chunks of a streamed answer."""
+    import asyncio
+
+    from ovgraph.serving import http
+
+    plane = _plane()
+
+    async def call() -> bytes | list[bytes]:
+        async with plane.execution(definition, http.http_outputs(definition)) as execution:
+            answer = await http.serve_http(execution, payload)
+            if isinstance(answer, http.HttpBody):
+                return answer.body
+            return [chunk async for chunk in answer]
+
+    async def bounded() -> bytes | list[bytes]:
+        return await asyncio.wait_for(call(), timeout)
+
+    result: bytes | list[bytes] = plane.call(bounded())
+    return result
+
+
+def serve_kserve(definition: Any, request: Any, timeout: float = 60.0) -> Any:
+    """One KServe ``InferRequest`` through ``definition``; returns the response."""
+    import asyncio
+
+    from ovgraph.serving import kserve
+
+    plane = _plane()
+
+    async def call() -> Any:
+        async with plane.execution(definition) as execution:
+            return await kserve.infer(execution, request)
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(call(), timeout)
+
+    return plane.call(bounded())
 
 
 def free_port() -> int:

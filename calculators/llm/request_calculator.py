@@ -8,7 +8,7 @@ import re
 from calculators.llm.chunks import new_request_id
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
 from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
-from ovgraph.errors import RequestError
+from ovgraph.errors import InvalidParameterError, RequestError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 from ovgraph.serving.payload import HttpPayload
 
@@ -55,7 +55,13 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
         payload: HttpPayload = self.PAYLOAD(cc).get()
         resources: LLMResources = cc.resources
         path = payload.uri.split("?", 1)[0].rstrip("/")
-        if _CHAT.search(path):
+        body = payload.parsed_json
+        if not isinstance(body, dict):
+            raise RequestError("JSON body must be an object")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            # OVMS's HTTP layer rule, judged here once for every route into the graph.
+            raise InvalidParameterError("stream field is not a boolean", param="stream")
+        if not path or _CHAT.search(path):  # no URI: KServe's BYTES payload, chat by default
             endpoint = "chat"
         elif _COMPLETIONS.search(path):
             if resources is not None and resources.servable.is_vlm:
@@ -63,9 +69,6 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
             endpoint = "completions"
         else:
             raise RequestError(WRONG_ENDPOINT)
-        body = payload.parsed_json
-        if not isinstance(body, dict):
-            raise RequestError("JSON body must be an object")
         request: ChatRequest = parse_chat_request(body, endpoint=endpoint, limits=self.limits)
         if request.ignored_fields:
             logger.info(

@@ -5,10 +5,14 @@ from __future__ import annotations
 from calculators.llm import chunks
 from calculators.llm.common import LLMNodeCalculator, TextChunk
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from ovgraph.serving.payload import HttpStreamChunk
 
 
 class OpenAIResponseCalculator(LLMNodeCalculator):
     """Encodes the answer: one JSON body (unary) or ``data: …`` events ending in ``[DONE]``.
+
+    Streamed events go out as ``HttpStreamChunk`` packets, which tell the HTTP frontend to answer
+    with a stream (``text/event-stream``) rather than one body.
 
     Streaming sends OVMS's role handshake when the first step brings no text, ``"usage": null``
     on content chunks and a final ``choices: []`` usage chunk when
@@ -73,4 +77,4 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
             events.append(chunks.SSE_DONE)
         if events:
             self.sent_any = True
-            self.OUT(cc).send(b"".join(events))
+            self.OUT(cc).send(HttpStreamChunk(b"".join(events)))

@@ -1,8 +1,16 @@
 """The one place where errors become HTTP and gRPC answers.
 
-Every frontend calls ``to_http`` or ``to_grpc``; nothing else picks status codes. Client errors
-keep their message; server faults are logged in full and answered with a clean message that
-names no file, address or traceback.
+``describe`` classifies any exception of the one error tree (``ovgraph.errors``) once; one
+encoder per protocol shapes it:
+
+- ``openai_error_body``: OpenAI routes, ``{"error": {"message", "type", "param", "code"}}``;
+- ``kserve_error_body``: KServe REST (``/v2/...``), ``{"error": "<message>"}``;
+- ``to_grpc``: a ``grpc.StatusCode`` and its message.
+
+Nothing else picks status codes. Client errors keep their message; server faults are logged in
+full and answered with a clean message that names no file, address or traceback. Messages are
+made safe for any wire: text that cannot be encoded as UTF-8 (lone surrogates, e.g. from a
+lone-surrogate JSON escape in a tensor name) is replaced, never a reason for a 500.
 """
 
 from __future__ import annotations
@@ -14,10 +22,24 @@ from typing import Any
 from ovgraph._compat import ExceptionGroup
 from ovgraph.errors import CalculatorError, OvGraphError, RequestError
 
-__all__ = ["ErrorInfo", "describe", "error_body", "to_grpc", "to_http"]
+__all__ = [
+    "KSERVE",
+    "OPENAI",
+    "ErrorInfo",
+    "describe",
+    "error_body",
+    "http_error",
+    "kserve_error_body",
+    "openai_error_body",
+    "safe_text",
+    "to_grpc",
+    "to_http",
+]
 
 logger = logging.getLogger("ovgraph.access")
 MAX_MESSAGE = 1024
+OPENAI = "openai"
+KSERVE = "kserve"
 
 
 class ErrorInfo:
@@ -68,27 +90,57 @@ def describe(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(500, "INTERNAL", "Internal server error", "server_error")
 
 
+def safe_text(text: str) -> str:
+    """``text`` with anything UTF-8 cannot carry (lone surrogates) replaced by ``?``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def _bounded(message: str) -> str:
+    message = safe_text(message)
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
-def error_body(info: ErrorInfo) -> bytes:
+def openai_error_body(info: ErrorInfo) -> bytes:
     """The OpenAI error object: ``{"error": {"message", "type", "param", "code"}}``."""
     body: dict[str, Any] = {
         "error": {
-            "message": info.message,
+            "message": safe_text(info.message),
             "type": info.error_type,
-            "param": info.param,
+            "param": None if info.param is None else safe_text(info.param),
             "code": info.code,
         }
     }
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-def to_http(exc: BaseException) -> tuple[int, bytes]:
-    """Return ``(status, JSON body)`` for an exception."""
+error_body = openai_error_body  # the default shape of ovgraph's REST routes
+
+
+def kserve_error_body(info: ErrorInfo) -> bytes:
+    """KServe's REST error: ``{"error": "<message>"}``."""
+    return json.dumps({"error": safe_text(info.message)}, ensure_ascii=False).encode()
+
+
+_ENCODERS = {OPENAI: openai_error_body, KSERVE: kserve_error_body}
+
+
+def to_http(exc: BaseException, shape: str = OPENAI) -> tuple[int, bytes]:
+    """Return ``(status, JSON body)`` for an exception, in the error shape ``shape``."""
     info = describe(exc)
-    return info.http_status, error_body(info)
+    return info.http_status, _ENCODERS[shape](info)
+
+
+def http_error(status: int, message: str, shape: str = OPENAI) -> bytes:
+    """The body of an error the HTTP layer raises itself (404, 405, …) in shape ``shape``."""
+    info = ErrorInfo(
+        status, "UNKNOWN", message,
+        "invalid_request_error" if status < 500 else "server_error",
+    )
+    return _ENCODERS[shape](info)
 
 
 def to_grpc(exc: BaseException) -> tuple[Any, str]:
@@ -96,4 +148,7 @@ def to_grpc(exc: BaseException) -> tuple[Any, str]:
     import grpc
 
     info = describe(exc)
-    return getattr(grpc.StatusCode, info.grpc_code, grpc.StatusCode.INTERNAL), info.message
+    return (
+        getattr(grpc.StatusCode, info.grpc_code, grpc.StatusCode.INTERNAL),
+        safe_text(info.message),
+    )

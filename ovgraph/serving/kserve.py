@@ -6,14 +6,17 @@ and encode what comes back. Graph semantics follow OVMS' KServe path for MediaPi
 - each request input goes to the graph input stream of the same **name**; the stream's tag
   prefix selects the payload: ``OVTENSOR`` or none → ``openvino.Tensor`` (numpy when openvino is
   not installed), ``OVMS_PY_TENSOR…`` → ``Tensor``, ``IMAGE`` / ``TENSOR`` → numpy, ``…_PAYLOAD``
-  → ``HttpPayload`` (the BYTES element is an OpenAI JSON body; URI from the string parameter
-  ``uri``, default ``/v3/chat/completions``); BYTES tensors on tensor streams become ``bytes``
-  (one element) or ``list[bytes]``. A ``REQUEST`` stream takes the whole ``InferRequest``
+  → ``HttpPayload`` (the BYTES element is a JSON body; URI from the string parameter ``uri``,
+  default empty: the graph picks its default endpoint); BYTES tensors on tensor streams become
+  ``bytes`` (one element) or ``list[bytes]``. A ``REQUEST`` stream takes the whole ``InferRequest``
   (tensors named freely) and a ``RESPONSE`` output is the response as is;
 - request parameters become input side packets, except ``OVMS_MP_TIMESTAMP``, the packet
   timestamp (default: wall-clock microseconds);
 - unary: a new graph run per request, the **first** packet of every output stream answers;
   streaming: one graph per stream, chosen by the first request, every packet answers at once.
+
+Both run through the :class:`~ovgraph.serving.dataplane.DataPlane` (admission, deadline, drain,
+cancellation), as the OpenAI routes do.
 """
 
 from __future__ import annotations
@@ -29,16 +32,14 @@ from typing import Any
 import numpy as np
 
 from ovgraph.errors import (
-    DeadlineExceededError,
     InvalidParameterError,
     OvGraphError,
     RequestError,
     ServableNotReadyError,
-    ValidationError,
 )
 from ovgraph.framework import timestamp as ts_mod
-from ovgraph.framework.graph import CalculatorGraph
 from ovgraph.framework.packet import Packet
+from ovgraph.serving.dataplane import DataPlane, Execution
 from ovgraph.serving.graph_definition import GraphDefinition
 from ovgraph.serving.kserve_types import (
     _UNSUPPORTED_TAGS,
@@ -65,7 +66,6 @@ __all__ = [
     "InferResponse",
     "StreamFailure",
     "Tensor",
-    "UnaryInfer",
     "decode_bytes_elements",
     "encode_bytes_elements",
     "infer",
@@ -83,7 +83,7 @@ logger = logging.getLogger("ovgraph.graph")
 
 SERVER_NAME = "OpenVINO Model Server"
 TIMESTAMP_PARAM = "OVMS_MP_TIMESTAMP"
-DEFAULT_PAYLOAD_URI = "/v3/chat/completions"
+DEFAULT_PAYLOAD_URI = ""
 # Side-packet names the server fills itself (OVMS graph_executor_constants.hpp).
 RESERVED_SIDE_PACKETS = frozenset(
     {"py", "llm", "llm_ctx", "pipes", "embeddings_servable", "rerank_servable", "s2t_servable",
@@ -206,28 +206,12 @@ def _side_packets(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return side
 
 
-def _start_run(graph: CalculatorGraph, side_packets: dict[str, Any]) -> None:
-    """Start a run; a side packet the request should have set is the client's fault."""
-    try:
-        graph.start_run(side_packets)
-    except ValidationError as exc:
-        raise RequestError(exc.message) from exc
-
-
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
 def _payloads(packets: list[tuple[str, Any]]) -> list[HttpPayload]:
     return [p for _, p in packets if isinstance(p, HttpPayload)]
-
-
-def _outcome(graph: CalculatorGraph) -> BaseException | None:
-    try:
-        graph.wait_until_done(0)
-    except BaseException as exc:
-        return exc
-    return None
 
 
 # ---------------------------------------------------------------------------- health, metadata
@@ -278,147 +262,54 @@ def model_metadata(repository: ModelRepository, name: str, version: str = "") ->
 # ---------------------------------------------------------------------------- unary inference
 
 
-class UnaryInfer:
-    """One ``ModelInfer``: a new graph run; the first packet of every output answers.
-
-    ``start`` never raises: the outcome reaches ``on_done(response, error)`` exactly once, on a
-    graph worker thread (or the caller's, for failures before the run starts).
-    """
-
-    def __init__(
-        self,
-        definition: GraphDefinition,
-        request: InferRequest,
-        on_done: Callable[[InferResponse | Any | None, BaseException | None], None],
-    ) -> None:
-        self.definition = definition
-        self.request = request
-        self._on_done = on_done
-        self._reported = False
-        self._lock = threading.Lock()
-        self._first: dict[str, Packet] = {}
-        self._payloads: list[HttpPayload] = []
-        self.graph: CalculatorGraph | None = None
-
-    def start(self) -> None:
-        """Validate, start the run, feed the inputs and close them."""
-        request = self.request
-        try:
-            packets = _input_packets(self.definition, request, require_all=True)
-            self._payloads = _payloads(packets)
-            ts = _timestamp(request.parameters)
-            side = _side_packets(request.parameters)
-            graph = self.definition.new_run()
-            self._outputs = {e.name: e.tag for e in graph.graph.graph_outputs}
-            for name in self._outputs:
-                graph.observe_output_stream(name, self._observe)
-            _start_run(graph, side)
-        except Exception as exc:
-            self._report(None, exc)
-            return
-        self.graph = graph
-        graph.add_done_callback(self._done)
-        stamp = ts if ts is not None else _now_us()
-        try:
-            for name, payload in packets:
-                graph.add_packet_to_input_stream(name, Packet(payload, stamp))
-            graph.close_all_packet_sources()
-        except Exception as exc:
-            if not graph.has_error():
-                self._report(None, exc)
-            graph.cancel()
-
-    def cancel(self) -> None:
-        """The client went away: stop the run."""
-        for payload in self._payloads:
-            payload.mark_disconnected()
-        if self.graph is not None:
-            self.graph.cancel()
-
-    def _observe(self, stream: str, packet: Packet) -> None:
-        if packet.is_empty:
-            return
-        with self._lock:
-            self._first.setdefault(stream, packet)
-
-    def _done(self, graph: CalculatorGraph) -> None:
-        error = _outcome(graph)
-        if error is not None:
-            self._report(None, error)
-            return
-        try:
-            self._report(self._response(), None)
-        except Exception as exc:
-            self._report(None, exc)
-
-    def _response(self) -> InferResponse | Any:
-        request = self.request
-        missing = [n for n in self._outputs if n not in self._first]
-        if missing:
-            raise OvGraphError("Unknown error during mediapipe execution")
-        for name, tag in self._outputs.items():
-            if tag.startswith("RESPONSE"):
-                return self._first[name].payload
-        outputs = [_output_tensor(n, self._first[n].payload) for n in self._outputs]
-        stamp = self._first[next(iter(self._outputs))].timestamp
-        return InferResponse(
-            model_name=request.model_name, outputs=outputs, id=request.id,
-            parameters={TIMESTAMP_PARAM: stamp},
-        )
-
-    def _report(self, response: Any, error: BaseException | None) -> None:
-        with self._lock:
-            if self._reported:
-                return
-            self._reported = True
-        self._on_done(response, error)
-
-
-def infer(
-    definition: GraphDefinition,
-    request: InferRequest,
-    *,
-    register_cancel: Callable[[Callable[[], None]], Any] | None = None,
-    timeout: float | None = None,
+def _response(
+    request: InferRequest, tags: Mapping[str, str], first: Mapping[str, Packet]
 ) -> InferResponse | Any:
-    """Run ``request`` through a new run of ``definition`` and return the response (blocking).
+    if any(name not in first for name in tags):
+        raise OvGraphError("Unknown error during mediapipe execution")
+    for name, tag in tags.items():
+        if tag.startswith("RESPONSE"):
+            return first[name].payload
+    outputs = [_output_tensor(name, first[name].payload) for name in tags]
+    stamp = first[next(iter(tags))].timestamp
+    return InferResponse(
+        model_name=request.model_name, outputs=outputs, id=request.id,
+        parameters={TIMESTAMP_PARAM: stamp},
+    )
+
+
+async def infer(execution: Execution, request: InferRequest) -> InferResponse | Any:
+    """One ``ModelInfer``: a new graph run; the first packet of every output stream answers.
 
     Args:
-        definition: the graph (from ``ModelRepository.get``).
+        execution: from ``DataPlane.execution(definition)``.
         request: the decoded request.
-        register_cancel: called with a function that aborts the run (e.g. gRPC's
-            ``context.add_callback``), for clients that go away.
-        timeout: seconds to wait for the run (None: no limit); a run still going then is
-            cancelled.
 
     Returns:
         An ``InferResponse``, or the payload of a ``RESPONSE``-tagged output as is.
 
     Raises:
-        OvGraphError: ``RequestError`` for invalid inputs, ``ServableNotReadyError``,
-            ``DeadlineExceededError`` when the run outlived ``timeout``, or the run's error.
+        OvGraphError: ``RequestError`` for invalid inputs, the data plane's refusals
+            (queue full, deadline, draining), or the run's error.
     """
-    done = threading.Event()
-    outcome: list[Any] = [None, None]
+    definition = execution.definition
+    packets = _input_packets(definition, request, require_all=True)
+    stamp = _timestamp(request.parameters)
+    stamp = stamp if stamp is not None else _now_us()
+    side = _side_packets(request.parameters)
 
-    def on_done(response: Any, error: BaseException | None) -> None:
-        outcome[0], outcome[1] = response, error
-        done.set()
+    def feed(run: Any) -> None:
+        for name, payload in packets:
+            run.add(name, payload, stamp)
+        run.close()
 
-    run = UnaryInfer(definition, request, on_done)
-    if register_cancel is not None:
-        register_cancel(run.cancel)
-    run.start()
-    if not done.wait(timeout):
-        run.cancel()
-        done.wait()
-        if outcome[1] is not None:
-            raise DeadlineExceededError(
-                f"The request produced no output within {timeout:g} seconds"
-            )
-    if outcome[1] is not None:
-        raise outcome[1]
-    return outcome[0]
+    await execution.start(feed, side)
+    assert execution.run is not None
+    tags = execution.run.output_tags
+    first: dict[str, Packet] = {}
+    while (item := await execution.next()) is not None:
+        first.setdefault(item[0], item[1])
+    return _response(request, tags, first)
 
 
 # ---------------------------------------------------------------------------- streaming
@@ -428,144 +319,145 @@ _END = object()
 
 
 class _StreamSession:
-    """One ``ModelStreamInfer`` call: one graph run fed by every request of the stream."""
+    """One ``ModelStreamInfer`` call: one execution fed by every request of the stream.
 
-    def __init__(self, repository: ModelRepository, out: queue.Queue[Any]) -> None:
-        self.repository = repository
-        self.out = out
-        self.graph: CalculatorGraph | None = None
+    The request iterator is read on its own thread; the first request selects the graph and
+    starts the execution (admission included), later ones feed it.
+    """
+
+    def __init__(self, plane: DataPlane, started: queue.Queue[Any]) -> None:
+        self.plane = plane
+        self.started = started
+        self.execution: Execution | None = None
         self.model_name = ""
         self.current_id = ""
         self.last_ts = ts_mod.UNSTARTED
-        self.payloads: list[HttpPayload] = []
-        self.output_tags: dict[str, str] = {}
-        self.failed = False
         self.client_gone = False
-        self._lock = threading.Lock()
 
     def read(self, requests: Iterator[InferRequest]) -> None:
         try:
             for request in requests:
-                if self.failed or self.client_gone:
+                if self.client_gone:
                     return
                 self._submit(request)
         except Exception as exc:
-            self.fail(exc)
+            if self.execution is None:
+                self.started.put(StreamFailure(exc, started=False))
+            else:
+                self.execution.fail(exc)
             return
-        if self.graph is None:
-            self.out.put(_END)
-        elif not self.failed:
-            self.graph.close_all_packet_sources()
+        if self.execution is None:
+            self.started.put(_END)
+        elif self.execution.run is not None:
+            self.execution.run.close()
 
     def _submit(self, request: InferRequest) -> None:
-        first = self.graph is None
-        if first:
-            definition = self.repository.get(request.model_name)
+        if self.execution is None:
+            definition = self.plane.servable(request.model_name)
             packets = _input_packets(definition, request, require_all=False)
-            graph = definition.new_run()
+            execution = self.plane.execution(definition)
             self.model_name = request.model_name
-            self.output_tags = {e.name: e.tag for e in graph.graph.graph_outputs}
-            for name in self.output_tags:
-                graph.observe_output_stream(name, self._observe)
-            _start_run(graph, _side_packets(request.parameters))
-            self.graph = graph
-            self.definition = definition
-            graph.add_done_callback(self._done)
-        else:
-            if request.model_name != self.model_name or request.model_version not in (
-                "", "0", "1"
-            ):
-                raise RequestError(
-                    "Every request of a stream must name the model of its first request"
-                )
-            extra = [k for k in request.parameters if k not in (TIMESTAMP_PARAM, "uri")]
-            if extra:
-                raise RequestError(
-                    "Side packets can only be set in the first request of a stream"
-                )
-            packets = _input_packets(self.definition, request, require_all=False)
-        self.current_id = request.id
-        self.payloads.extend(_payloads(packets))
-        ts = _timestamp(request.parameters)
-        if ts is None:
-            ts = max(_now_us(), self.last_ts + 1)
-        self.last_ts = ts
-        graph = self.graph
-        assert graph is not None
-        for name, payload in packets:
-            graph.add_packet_to_input_stream(name, Packet(payload, ts))
+            self.current_id = request.id
+            stamp = self._stamp(request)
 
-    def _observe(self, stream: str, packet: Packet) -> None:
-        if packet.is_empty or self.failed:
+            def feed(run: Any) -> None:
+                for name, payload in packets:
+                    run.add(name, payload, stamp)
+
+            try:
+                self.plane.call(execution.start(feed, _side_packets(request.parameters)))
+            except BaseException:
+                self.plane.loop.call_soon_threadsafe(execution.finish)
+                raise
+            self.execution = execution
+            if self.client_gone:
+                execution.cancel()
+            self.started.put(execution)
             return
-        if self.output_tags.get(stream, "").startswith("RESPONSE"):
-            self.out.put(packet.payload)
-            return
-        try:
-            tensor = _output_tensor(stream, packet.payload)
-        except Exception as exc:
-            self.fail(exc)
-            return
-        self.out.put(
-            InferResponse(
-                model_name=self.model_name, outputs=[tensor], id=self.current_id,
-                parameters={TIMESTAMP_PARAM: packet.timestamp},
+        execution = self.execution
+        if request.model_name != self.model_name or request.model_version not in ("", "0", "1"):
+            raise RequestError(
+                "Every request of a stream must name the model of its first request"
             )
-        )
+        extra = [k for k in request.parameters if k not in (TIMESTAMP_PARAM, "uri")]
+        if extra:
+            raise RequestError("Side packets can only be set in the first request of a stream")
+        packets = _input_packets(execution.definition, request, require_all=False)
+        self.current_id = request.id
+        stamp = self._stamp(request)
+        run = execution.run
+        assert run is not None
+        for name, payload in packets:
+            run.add(name, payload, stamp)
+        execution.touch()
 
-    def _done(self, graph: CalculatorGraph) -> None:
-        error = _outcome(graph)
-        if error is not None and not self.client_gone:
-            self.fail(error)
-        self.out.put(_END)
-
-    def fail(self, error: BaseException) -> None:
-        with self._lock:
-            if self.failed:
-                return
-            self.failed = True
-        self.out.put(StreamFailure(error, started=self.graph is not None))
-        if self.graph is not None:
-            self.graph.cancel()
+    def _stamp(self, request: InferRequest) -> int:
+        stamp = _timestamp(request.parameters)
+        if stamp is None:
+            stamp = max(_now_us(), self.last_ts + 1)
+        self.last_ts = stamp
+        return stamp
 
     def cancel(self) -> None:
         """The client went away (or the frontend stopped reading)."""
         self.client_gone = True
-        for payload in self.payloads:
-            payload.mark_disconnected()
-        if self.graph is not None:
-            self.graph.cancel()
-        else:
-            self.out.put(_END)
+        if self.execution is not None:
+            self.execution.cancel()
+        self.started.put(_END)
+
+    def response(self, stream: str, packet: Packet) -> InferResponse | Any:
+        execution = self.execution
+        assert execution is not None and execution.run is not None
+        if execution.run.output_tags.get(stream, "").startswith("RESPONSE"):
+            return packet.payload
+        return InferResponse(
+            model_name=self.model_name, outputs=[_output_tensor(stream, packet.payload)],
+            id=self.current_id, parameters={TIMESTAMP_PARAM: packet.timestamp},
+        )
 
 
 def stream_infer(
-    repository: ModelRepository,
+    plane: DataPlane,
     requests: Iterator[InferRequest],
     *,
     register_cancel: Callable[[Callable[[], None]], Any] | None = None,
 ) -> Iterator[InferResponse | Any | StreamFailure]:
-    """Serve one request stream; yield a response per output packet as soon as it exists.
+    """Serve one request stream (blocking; for thread-pool frontends such as gRPC).
 
     ``requests`` is read on its own thread (it may block, e.g. on a gRPC stream). The first
-    request selects the graph and may set side packets. The iteration ends when the client
-    closes its side and the run is done, or with a ``StreamFailure`` (the last item).
+    request selects the graph, passes admission and may set side packets. A response is
+    yielded per output packet as soon as it exists. The iteration ends when the client closes
+    its side and the run is done, or with a ``StreamFailure`` (the last item).
     """
-    out: queue.Queue[Any] = queue.Queue()
-    session = _StreamSession(repository, out)
+    started: queue.Queue[Any] = queue.Queue()
+    session = _StreamSession(plane, started)
     if register_cancel is not None:
         register_cancel(session.cancel)
     reader = threading.Thread(
         target=session.read, args=(requests,), name="ovgraph-kserve-stream", daemon=True
     )
     reader.start()
+    execution: Execution | None = None
     try:
+        first = started.get()
+        if first is _END:
+            return
+        if isinstance(first, StreamFailure):
+            yield first
+            return
+        execution = first
         while True:
-            item = out.get()
-            if item is _END:
+            try:
+                item = plane.call(execution.next())
+                if item is None:
+                    return
+                response = session.response(*item)
+            except Exception as exc:
+                if not session.client_gone:
+                    yield StreamFailure(exc, started=True)
                 return
-            yield item
-            if isinstance(item, StreamFailure):
-                return
+            yield response
     finally:
         session.cancel()
+        if execution is not None:
+            plane.loop.call_soon_threadsafe(execution.finish)

@@ -1,4 +1,10 @@
-"""The HTTP payload a REST request becomes inside a graph (OVMS's ``HttpPayload``)."""
+"""HTTP inside a graph: the request payload (OVMS's ``HttpPayload``) and streamed answer chunks.
+
+The REST frontend hands a graph the request as an ``HttpPayload`` (URI, headers, body, parsed
+JSON) and frames whatever the graph's output stream carries: a first packet of type
+``HttpStreamChunk`` starts a streamed answer (``text/event-stream``, every packet written as it
+comes); anything else is the one answer body. The graph, not the frontend, decides which.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HttpPayload"]
+__all__ = ["HttpPayload", "HttpStreamChunk"]
 
 
 @dataclass
@@ -48,3 +54,14 @@ class HttpPayload:
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
+
+
+class HttpStreamChunk(bytes):
+    """Bytes of a streamed HTTP answer (Server-Sent Events), written to the client at once.
+
+    A calculator sends ``HttpStreamChunk(event_bytes)`` on the graph's output stream to answer
+    in streaming mode; plain ``bytes`` or ``str`` make a one-piece answer.
+    """
+
+    __slots__ = ()
+    content_type = "text/event-stream"

@@ -29,7 +29,7 @@ from ovgraph.frontends.errors import describe
 from ovgraph.serving import kserve
 from ovgraph.serving.graph_definition import AVAILABLE, GraphDefinition
 from ovgraph.serving.kserve import tensor_from_values
-from ovgraph.testing import run_calculator, run_graph
+from ovgraph.testing import run_calculator, run_graph, serve_kserve
 
 GRAPHS = Path(__file__).resolve().parents[1] / "testdata" / "ovms-graphs"
 TWO_OUTPUTS = GRAPHS / "src__test__mediapipe__python__two_python_outputs_graph.pbtxt"
@@ -695,7 +695,7 @@ def test_kserve_request_reaches_python_node_as_tensor(tmp_path):
     request = kserve.InferRequest(
         "python", [kserve.tensor_from_values("values", "FP32", [1, 2], [1.5, -2.0])]
     )
-    response = kserve.infer(definition, request, timeout=10)
+    response = serve_kserve(definition, request, timeout=10)
     outputs = {o.name: o for o in response.outputs}
     assert (outputs["doubled"].datatype, outputs["doubled"].shape) == ("FP32", (1, 2))
     np.testing.assert_array_equal(outputs["doubled"].data, [[3.0, -4.0]])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +21,9 @@ from calculators.llm.image_decode_calculator import ImageDecodeCalculator
 from calculators.llm.images import load_image
 from ovgraph.framework import registry
 from ovgraph.framework.calculator import CalculatorContext
-from ovgraph.serving.dataplane import HttpGraphRun
 from ovgraph.serving.graph_definition import GraphDefinition
 from ovgraph.serving.payload import HttpPayload
+from ovgraph.testing import serve_http
 from tests.conftest import REPO, ServerProcess
 from tools.eval_accuracy import chat_content
 from tools.train_demo_model import COLOURS, Q_COLOUR, Q_DESCRIBE, Picture, draw_picture, grade
@@ -121,24 +120,14 @@ class ChannelSwapDecodeCalculator(ImageDecodeCalculator):
 
 def _run_in_process(definition: GraphDefinition, body: dict[str, Any]) -> str:
     """One request through an in-process run of the graph; returns the answer text."""
-    outputs: list[Any] = []
-    errors: list[BaseException | None] = []
-    done = threading.Event()
-
-    def on_done(error: BaseException | None) -> None:
-        errors.append(error)
-        done.set()
-
     payload = HttpPayload(
         uri="/v3/chat/completions",
         body=json.dumps(body).encode(),
         parsed_json=body,
         headers={"Content-Type": "application/json"},
     )
-    HttpGraphRun(definition, payload, outputs.append, on_done).start()
-    assert done.wait(60), "graph run did not finish"
-    assert errors == [None]
-    response = outputs[0]
+    response = serve_http(definition, payload, timeout=60)
+    assert isinstance(response, bytes)
     return json.loads(response)["choices"][0]["message"]["content"]
 
 

@@ -137,10 +137,11 @@ def sse_text(chunks: list[bytes]) -> str:
 class RestServer:
     """The Tornado app of ``ovgraph.frontends.rest.app`` on a loopback port, in a thread."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, state: Any = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._repository = repository
+        self._state = state
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -154,7 +155,7 @@ class RestServer:
 
         asyncio.set_event_loop(asyncio.new_event_loop())
         self.loop = IOLoop.current()
-        server = tornado.httpserver.HTTPServer(make_app(self._repository, {}))
+        server = tornado.httpserver.HTTPServer(make_app(self._repository, {}, self._state))
         server.listen(self.port, address="127.0.0.1")
         self._ready.set()
         self.loop.start()
@@ -166,7 +167,8 @@ class RestServer:
         self._thread.join(10)
 
     def request(
-        self, method: str, path: str, body: Any = None, timeout: float = 60.0
+        self, method: str, path: str, body: Any = None, timeout: float = 60.0,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Send a request; return ``(status, parsed JSON body or None)``."""
         data = None
@@ -174,7 +176,7 @@ class RestServer:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
         req = urllib.request.Request(
             self.url + path, data=data, method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:

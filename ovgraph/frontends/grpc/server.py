@@ -13,6 +13,7 @@ from ovgraph.frontends.auth import load_api_key
 from ovgraph.frontends.grpc.auth import make_auth_interceptor
 from ovgraph.frontends.grpc.servicer import InferenceServicer
 from ovgraph.serving.admission import DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOUT
+from ovgraph.serving.dataplane import DataPlane
 from ovgraph.serving.repository import ModelRepository
 
 __all__ = ["DEFAULT_WORKERS", "MAX_MESSAGE_BYTES", "start_grpc_server"]
@@ -25,16 +26,20 @@ DEFAULT_WORKERS = 32
 
 
 def start_grpc_server(
-    repository: ModelRepository, settings: dict[str, Any], port: int, address: str = "0.0.0.0"
+    repository: ModelRepository,
+    settings: dict[str, Any],
+    port: int,
+    address: str = "0.0.0.0",
+    plane: DataPlane | None = None,
 ) -> grpc.Server:
     """Start serving KServe v2 on ``address:port`` and return the server (the caller stops it).
 
     Messages larger than 64 MiB are refused by gRPC itself (``RESOURCE_EXHAUSTED``).
+    Inference runs through ``plane`` (the server's data plane, shared with REST; default: one of
+    its own built from ``settings["max_queued_requests"]`` and ``settings["request_timeout"]``).
     ``settings["grpc_max_threads"]`` sets the worker count (default 32); at most
-    ``settings["max_queued_requests"]`` (default 256) more calls wait for a worker, and gRPC
-    refuses calls beyond that with ``RESOURCE_EXHAUSTED``. ``ModelInfer`` runs longer than
-    ``settings["request_timeout"]`` seconds (default 600, 0 = none) or the client's deadline are
-    cancelled (``DEADLINE_EXCEEDED``). With an API key
+    ``max_queued_requests`` (default 256) more calls wait for a worker, and gRPC refuses calls
+    beyond that with ``RESOURCE_EXHAUSTED``. With an API key
     (``settings["api_key_file"]`` or env ``API_KEY``, as for REST) ``ModelInfer`` and
     ``ModelStreamInfer`` need metadata ``authorization: Bearer <key>``.
 
@@ -57,7 +62,9 @@ def start_grpc_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    servicer = InferenceServicer(repository, timeout or None)
+    if plane is None:
+        plane = DataPlane(repository, max_queued=queued, request_timeout=timeout)
+    servicer = InferenceServicer(plane)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     server.add_insecure_port(f"{host}:{port}")

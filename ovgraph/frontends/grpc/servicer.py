@@ -1,4 +1,9 @@
-"""``GRPCInferenceService``: decode the message, call ``ovgraph.serving.kserve``, encode."""
+"""``GRPCInferenceService``: decode the message, call the data plane, encode.
+
+``ModelInfer`` and ``ModelStreamInfer`` run through the same :class:`DataPlane` as the REST
+routes (admission → ``RESOURCE_EXHAUSTED``, deadline → ``DEADLINE_EXCEEDED``, drain →
+``UNAVAILABLE``, cancellation when the client goes away or its deadline passes).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from ovgraph._proto.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
 from ovgraph.frontends.errors import to_grpc
 from ovgraph.frontends.grpc import v2_types
 from ovgraph.serving import kserve
-from ovgraph.serving.repository import ModelRepository
+from ovgraph.serving.dataplane import DataPlane
 
 __all__ = ["InferenceServicer"]
 
@@ -22,16 +27,15 @@ def _abort(context: Any, exc: BaseException) -> NoReturn:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """KServe v2 (plus ``ModelStreamInfer``) over one model repository.
+    """KServe v2 (plus ``ModelStreamInfer``) over one data plane.
 
     Args:
-        repository: the servables.
-        timeout: seconds a ``ModelInfer`` run may take before it is cancelled (None: no limit).
+        plane: the data plane (its repository holds the servables).
     """
 
-    def __init__(self, repository: ModelRepository, timeout: float | None = None) -> None:
-        self.repository = repository
-        self.timeout = timeout
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.repository = plane.repository
 
     def ServerLive(self, request: Any, context: Any) -> Any:
         """Whether the server is live."""
@@ -66,12 +70,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         """One request through a new graph run."""
+        plane = self.plane
         try:
-            definition = self.repository.get(request.model_name)
+            definition = plane.servable(request.model_name)
             decoded = v2_types.request_from_grpc(request)
-            response = kserve.infer(
-                definition, decoded, register_cancel=context.add_callback, timeout=self.timeout
-            )
+            response = plane.call(_infer(plane, definition, decoded), context.add_callback)
             return v2_types.response_to_grpc(response)
         except Exception as exc:
             _abort(context, exc)
@@ -81,9 +84,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> Iterator[Any]:
         """One graph per stream; every output packet becomes a response at once."""
         requests = (v2_types.request_from_grpc(r) for r in request_iterator)
-        items = kserve.stream_infer(
-            self.repository, requests, register_cancel=context.add_callback
-        )
+        items = kserve.stream_infer(self.plane, requests, register_cancel=context.add_callback)
         for item in items:
             if isinstance(item, kserve.StreamFailure):
                 if not item.started:
@@ -96,3 +97,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 yield pb.ModelStreamInferResponse(error_message=to_grpc(exc)[1])
                 return
             yield pb.ModelStreamInferResponse(infer_response=encoded)
+
+
+async def _infer(plane: DataPlane, definition: Any, request: kserve.InferRequest) -> Any:
+    async with plane.execution(definition) as execution:
+        return await kserve.infer(execution, request)

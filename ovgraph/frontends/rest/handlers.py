@@ -1,32 +1,31 @@
-"""Tornado handlers: decode the HTTP request, call the data plane, encode the answer.
+"""Tornado handlers: decode the HTTP request, call the data plane, frame the answer.
 
-Handlers get the repository through route kwargs (``initialize``), never from a global; graph
-work runs on the runtime's pool and comes back to the IO loop only via ``add_callback``.
+Handlers get the repository and their route's error shape through route kwargs
+(``initialize``), never from a global; graph work and policy live in the data plane
+(:mod:`ovgraph.serving.dataplane`), which hands results back on the IO loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from typing import Any
 
+import tornado.iostream
 import tornado.web
-from tornado.ioloop import IOLoop
 
 from ovgraph import metrics
 from ovgraph.errors import (
-    DeadlineExceededError,
     OvGraphError,
     PayloadTooLargeError,
     RequestError,
     ServableNotFoundError,
-    ServableNotReadyError,
 )
-from ovgraph.frontends.errors import describe, error_body, to_http
+from ovgraph.frontends.errors import OPENAI, describe, http_error, openai_error_body, to_http
 from ovgraph.frontends.rest.protection import DISCARD_BYTES, ServerState
-from ovgraph.serving.dataplane import HttpGraphRun
+from ovgraph.serving.dataplane import Execution
+from ovgraph.serving.http import HttpStream, http_outputs, serve_http
 from ovgraph.serving.payload import HttpPayload
 from ovgraph.serving.repository import ModelRepository
 
@@ -45,7 +44,6 @@ __all__ = [
 logger = logging.getLogger("ovgraph.access")
 
 MAX_JSON_DEPTH = 100
-_DONE = object()
 
 
 def _json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -74,21 +72,23 @@ def cors_headers(settings: dict[str, Any]) -> dict[str, str]:
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    """Shared plumbing: the repository, JSON answers, errors in the OpenAI shape."""
+    """Shared plumbing: the repository, JSON answers, errors in the route's shape."""
 
-    def initialize(self, repository: ModelRepository, settings: dict[str, Any]) -> None:
+    errors = OPENAI
+
+    def initialize(
+        self, repository: ModelRepository, settings: dict[str, Any], errors: str = OPENAI
+    ) -> None:
         """Receive dependencies from the route table."""
         self.repository = repository
         self.server_settings = settings
+        self.errors = errors
         self.set_default_headers()  # Tornado set them before the settings were known
 
     @property
     def state(self) -> ServerState:
-        """The server-wide state (key, admission, limits, drain flag)."""
-        state = self.application.settings.get("ovgraph_state")
-        if state is None:
-            state = ServerState()
-            self.application.settings["ovgraph_state"] = state
+        """The server-wide state (key, body limit, data plane)."""
+        state: ServerState = self.application.settings["ovgraph_state"]
         return state
 
     def set_default_headers(self) -> None:
@@ -108,8 +108,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(value))
 
     def write_exception(self, exc: BaseException) -> None:
-        """Answer with the OpenAI error object for ``exc``."""
-        status, body = to_http(exc)
+        """Answer with the error object for ``exc`` in this route's shape."""
+        status, body = to_http(exc, self.errors)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         if status == 503:
@@ -118,29 +118,22 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors Tornado raises itself (bad method, body too large…) in the same shape."""
-        reason = self._reason or "Error"
         self.set_header("Content-Type", "application/json")
-        error_type = "invalid_request_error" if status_code < 500 else "server_error"
-        self.finish(
-            json.dumps(
-                {"error": {"message": reason, "type": error_type, "param": None, "code": None}}
-            )
-        )
+        self.finish(http_error(status_code, self._reason or "Error", self.errors))
 
 
 @tornado.web.stream_request_body
 class GraphHandler(BaseHandler):
-    """``POST /v3/...``: route by the JSON ``model`` field and stream the graph's output.
+    """``POST /v3/...``: hand the body and URI to the graph the JSON ``model`` field names.
 
     The body is received in pieces and counted, so an oversized body (with ``Content-Length``
-    or chunked) is answered with 413 instead of a dropped connection. A request then waits for
-    an admission slot (503 when the queue is full), runs, and is cancelled when the client goes
-    away or no output arrives within ``--request_timeout`` seconds (504).
+    or chunked) is answered with 413 instead of a dropped connection. The data plane then
+    applies the serving policy (admission, deadline, cancellation when the client goes away)
+    and the answer is framed by what the graph returns: one body, or a stream of chunks.
     """
 
-    run: HttpGraphRun | None = None
+    execution: Execution | None = None
     payload: HttpPayload | None = None
-    _acquiring: asyncio.Future[None] | None = None
 
     def prepare(self) -> None:
         """Check the declared body size before reading the body."""
@@ -191,72 +184,34 @@ class GraphHandler(BaseHandler):
         if self._too_large:
             self.write_exception(self._too_large_error())
             return
-        state = self.state
-        state.track(self)
+        plane = self.state.plane
         try:
-            await self._serve(state)
-        finally:
-            state.untrack(self)
-
-    async def _serve(self, state: ServerState) -> None:
-        try:
-            payload, definition, streaming = self._prepare()
+            payload, model = self._decode()
+            definition = plane.servable(model)
         except OvGraphError as exc:
             self.write_exception(exc)
             return
         self.payload = payload
-        admission = state.admission
-        self._acquiring = asyncio.ensure_future(admission.acquire(definition))
-        try:
-            await self._acquiring
-        except OvGraphError as exc:
-            self.write_exception(exc)
-            return
-        except asyncio.CancelledError:
-            return  # the client left while queued
-        finally:
-            self._acquiring = None
-        loop = IOLoop.current()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        released = False
+        async with plane.execution(definition, http_outputs(definition)) as execution:
+            self.execution = execution
+            if self._gone:
+                execution.cancel()
+            try:
+                answer = await serve_http(execution, payload)
+            except Exception as exc:
+                if not self._gone and not self._finished:
+                    self.write_exception(exc)
+                return
+            if self._gone:
+                return
+            if isinstance(answer, HttpStream):
+                await self._stream(answer)
+                return
+            self.set_header("Content-Type", answer.content_type)
+            self.finish(answer.body)
 
-        def run_ended(error: BaseException | None) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                admission.release(definition)
-            queue.put_nowait((_DONE, error))
-
-        def on_output(item: Any) -> None:
-            loop.add_callback(queue.put_nowait, item)
-
-        def on_done(error: BaseException | None) -> None:
-            loop.add_callback(run_ended, error)
-
-        if self._gone:
-            admission.release(definition)
-            return
-        try:
-            self.run = HttpGraphRun(definition, payload, on_output, on_done)
-            # Opening nodes and scheduling onto the graph pool can block under load: keep it
-            # off the event loop, which must stay free to notice disconnects.
-            await loop.run_in_executor(None, self.run.start)
-        except Exception as exc:
-            if self.run is not None:
-                self.run.cancel()
-            if not released:
-                released = True
-                admission.release(definition)
-            self.write_exception(exc)
-            return
-        if self._gone:
-            self._client_gone()
-        if streaming:
-            await self._stream(queue)
-        else:
-            await self._unary(queue)
-
-    def _prepare(self) -> tuple[HttpPayload, Any, bool]:
+    def _decode(self) -> tuple[HttpPayload, str]:
+        """The payload for the graph and the model it names (OVMS's ``/v3`` routing rules)."""
         body = b"".join(self._chunks)
         self._chunks = []
         try:
@@ -275,102 +230,39 @@ class GraphHandler(BaseHandler):
                 "The file is not valid json - model field is missing in JSON body"
                 if model is None else "model is not a string"
             )
-        uri = self.request.uri or ""
-        if ("completions" in uri or "responses" in uri) and not isinstance(
-            parsed.get("stream", False), bool
-        ):
-            raise RequestError("stream field is not a boolean")
-        definition = self.repository.get(model)
-        if not definition.available:
-            raise ServableNotReadyError(f'Model "{model}" is not ready')
         payload = HttpPayload(
-            uri=uri, method=self.request.method or "POST",
+            uri=self.request.uri or "", method=self.request.method or "POST",
             headers=dict(self.request.headers), body=body, parsed_json=parsed,
         )
-        return payload, definition, parsed.get("stream") is True
+        return payload, model
 
-    async def _next(self, queue: asyncio.Queue[Any]) -> tuple[bool, Any]:
-        """The next output ``(False, item)`` or the end ``(True, error)``, within the deadline."""
-        timeout = self.state.request_timeout
+    async def _stream(self, answer: HttpStream) -> None:
+        self.set_header("Content-Type", answer.content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Connection", "keep-alive")
         try:
-            if timeout and timeout > 0:
-                item = await asyncio.wait_for(queue.get(), timeout)
-            else:
-                item = await queue.get()
-        except asyncio.TimeoutError:
-            if self.run is not None:
-                self._cancel_run()
-            return True, DeadlineExceededError(
-                f"The request produced no output within {timeout:g} seconds"
-            )
-        if isinstance(item, tuple) and item and item[0] is _DONE:
-            return True, item[1]
-        return False, item
-
-    async def _unary(self, queue: asyncio.Queue[Any]) -> None:
-        outputs: list[Any] = []
-        while True:
-            done, item = await self._next(queue)
-            if done:
-                error = item
-                break
-            outputs.append(item)
-        if self._finished or self._gone:
-            return
-        if error is not None or not outputs:
-            self.write_exception(error or RuntimeError("graph produced no output"))
-            return
-        self.set_header("Content-Type", "application/json")
-        self.finish(outputs[0])
-
-    async def _stream(self, queue: asyncio.Queue[Any]) -> None:
-        started = False
-        while True:
-            done, item = await self._next(queue)
-            if done:
-                error = item
-                break
-            if self._gone:
-                continue
-            if not started:
-                self.set_header("Content-Type", "text/event-stream")
-                self.set_header("Cache-Control", "no-cache")
-                self.set_header("Connection", "keep-alive")
-                started = True
-            self.write(item)
-            try:
-                await self.flush()
-            except tornado.iostream.StreamClosedError:
-                self._client_gone()
-        if self._finished or self._gone:
-            return
-        if error is not None:
-            if not started:
-                self.write_exception(error)
+            async for chunk in answer:
+                if self._gone:
+                    return
+                self.write(chunk)
+                try:
+                    await self.flush()
+                except tornado.iostream.StreamClosedError:
+                    self._client_gone()
+                    return
+        except Exception as exc:
+            if self._gone or self._finished:
                 return
-            info = describe(error)
-            self.write(b"data: " + error_body(info) + b"\n\ndata: [DONE]\n\n")
-        self.finish()
+            self.write(b"data: " + openai_error_body(describe(exc)) + b"\n\ndata: [DONE]\n\n")
+        if not self._gone and not self._finished:
+            self.finish()
 
     def _client_gone(self) -> None:
         self._gone = True
-        if self._acquiring is not None and not self._acquiring.done():
-            self._acquiring.cancel()
         if self.payload is not None:
             self.payload.mark_disconnected()
-        if self.run is not None:
-            self._cancel_run()
-
-    def abort(self) -> None:
-        """Server shutdown: stop this request's run (the client gets an error answer)."""
-        if self.run is not None:
-            self._cancel_run()
-
-    def _cancel_run(self) -> None:
-        """Cancel the run off the event loop (it takes the graph's lock and schedules work)."""
-        run = self.run
-        if run is not None:
-            IOLoop.current().run_in_executor(None, run.cancel)
+        if self.execution is not None:
+            self.execution.cancel()
 
     def on_connection_close(self) -> None:
         """The client went away: stop its generation."""
@@ -455,11 +347,9 @@ class MetricsHandler(BaseHandler):
         if not self.server_settings.get("metrics_enable"):
             self.set_status(404)
             self.set_header("Content-Type", "application/json")
-            self.finish(
-                json.dumps({"error": {"message": "Metrics are disabled; start the server with "
-                                      "--metrics_enable", "type": "invalid_request_error",
-                                      "param": None, "code": None}})
-            )
+            self.finish(http_error(
+                404, "Metrics are disabled; start the server with --metrics_enable", self.errors
+            ))
             return
         self.set_header("Content-Type", metrics.CONTENT_TYPE)
         self.finish(metrics.render())
@@ -472,9 +362,4 @@ class NotFoundHandler(BaseHandler):
         """Answer every method with 404 in the OpenAI error shape."""
         self.set_status(404)
         self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(
-                {"error": {"message": "Invalid request URL", "type": "invalid_request_error",
-                           "param": None, "code": None}}
-            )
-        )
+        self.finish(http_error(404, "Invalid request URL", self.errors))

@@ -1,31 +1,38 @@
 """KServe v2 REST: ``GET /v2``, ``GET /v2/models/{name}``, ``POST /v2/models/{name}/infer``.
 
 JSON tensors (``{"name", "shape", "datatype", "data"}``, data flat or nested; BYTES as strings)
-are decoded here and served by ``ovgraph.serving.kserve``, as the gRPC frontend is. The binary
-tensor extension is not supported. Errors use the same OpenAI error object as the other routes.
+are decoded here and served by ``ovgraph.serving.kserve`` through the data plane, as the gRPC
+frontend is (admission, deadline, cancellation). The binary tensor data extension
+(``Inference-Header-Content-Length``, ``binary_data_size``) is refused with a message naming it.
+Errors use KServe's shape, ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
-from tornado.ioloop import IOLoop
-
 from ovgraph.errors import InvalidParameterError, OvGraphError, RequestError
 from ovgraph.frontends.rest.handlers import BaseHandler
 from ovgraph.serving import kserve
+from ovgraph.serving.dataplane import Execution
 from ovgraph.serving.kserve import InferRequest, InferResponse, Tensor
 
 __all__ = [
+    "BINARY_EXTENSION_REFUSED",
     "InferHandler",
     "ModelMetadataHandler",
     "ServerMetadataHandler",
     "request_from_json",
     "response_to_json",
 ]
+
+
+BINARY_EXTENSION_REFUSED = (
+    "The binary tensor data extension (Inference-Header-Content-Length, binary_data_size) is "
+    "not supported; send tensors as JSON data (tritonclient.http: binary_data=False)"
+)
 
 
 def _flatten(data: Any) -> Iterator[Any]:
@@ -56,9 +63,7 @@ def _tensor_from_json(item: Any) -> Tensor:
     if not isinstance(parameters, dict):
         raise InvalidParameterError(f'Parameters of input "{name}" must be an object', param=name)
     if "binary_data_size" in parameters:
-        raise InvalidParameterError(
-            "The binary tensor data extension is not supported", param=name
-        )
+        raise InvalidParameterError(BINARY_EXTENSION_REFUSED, param=name)
     data = item.get("data")
     if not isinstance(data, list):
         raise InvalidParameterError(f'Input "{name}" needs a data array', param=name)
@@ -146,46 +151,31 @@ class ModelMetadataHandler(BaseHandler):
 class InferHandler(BaseHandler):
     """``POST /v2/models/{name}[/versions/{v}]/infer``: one request through a new graph run."""
 
-    run: kserve.UnaryInfer | None = None
+    execution: Execution | None = None
 
     async def post(self, name: str, version: str | None = None) -> None:
-        """Decode, run on the graph workers, encode."""
+        """Decode, run through the data plane, encode."""
+        plane = self.state.plane
         try:
-            definition = self.repository.get(name)
+            if "Inference-Header-Content-Length" in self.request.headers:
+                raise RequestError(BINARY_EXTENSION_REFUSED)
+            definition = plane.servable(name)
             request = request_from_json(name, version or "", self.request.body)
         except OvGraphError as exc:
             self.write_exception(exc)
             return
-        loop = IOLoop.current()
-        future: asyncio.Future[tuple[Any, BaseException | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-        def resolve(outcome: tuple[Any, BaseException | None]) -> None:
-            if not future.done():
-                future.set_result(outcome)
-
-        def on_done(response: Any, error: BaseException | None) -> None:
-            loop.add_callback(resolve, (response, error))
-
-        self.run = kserve.UnaryInfer(definition, request, on_done)
-        self.state.track(self)  # shutdown waits for runs in flight
-        try:
-            self.run.start()
-            response, error = await future
-        finally:
-            self.state.untrack(self)
-        if error is not None:
-            self.write_exception(error)
-            return
-        try:
-            body = response_to_json(response)
-        except Exception as exc:
-            self.write_exception(exc)
-            return
+        async with plane.execution(definition) as execution:
+            self.execution = execution
+            try:
+                response = await kserve.infer(execution, request)
+                body = response_to_json(response)
+            except Exception as exc:
+                if not self._finished:
+                    self.write_exception(exc)
+                return
         self.write_json(body)
 
     def on_connection_close(self) -> None:
         """The client went away: stop the run."""
-        if self.run is not None:
-            self.run.cancel()
+        if self.execution is not None:
+            self.execution.cancel()
