@@ -322,15 +322,9 @@ def _explain(exc: BaseException, repo_id: str, endpoint: str, revision: str | No
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from ovgraph.cli import settings_from_args
+    from ovgraph.config import ServeConfig
 
-    settings = settings_from_args(args)
-    for key in ("tool_parser", "reasoning_parser", "enable_tool_guided_generation",
-                "kv_cache_precision", "max_prompt_len"):
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
-    return settings
+    return ServeConfig.from_args(args).node_settings()
 
 
 def _model_dir(args: argparse.Namespace) -> Path:

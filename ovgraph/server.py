@@ -7,16 +7,20 @@ cancels whatever is left, stops the frontends and exits 0. A second signal stops
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-__all__ = ["run_server"]
+from ovgraph.config import ServeConfig
+
+__all__ = ["DEFAULT_MODEL_NAME", "Server", "build_repository", "default_model_dir", "run_server"]
+
+DEFAULT_MODEL_NAME = "qwen2vl-shapes"
 
 logger = logging.getLogger("ovgraph")
 
@@ -24,15 +28,58 @@ _ABORT_GRACE = 2.0
 _EXIT_WATCHDOG = 10.0
 
 
-def _start_grpc(
-    args: argparse.Namespace, repository: Any, settings: dict[str, Any], plane: Any
-) -> Any:
+def default_model_dir() -> Path:
+    """The embedded default model (``graphs/<name>``); ``OVGRAPH_DEFAULT_MODEL`` overrides."""
+    override = os.environ.get("OVGRAPH_DEFAULT_MODEL")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "graphs" / DEFAULT_MODEL_NAME
+
+
+def build_repository(config: ServeConfig) -> Any:
+    """Create the model repository the configuration describes (graphs are not loaded yet)."""
+    from ovgraph.errors import GraphConfigError
+    from ovgraph.serving.repository import (
+        GraphEntry,
+        ModelRepository,
+        graph_file_in,
+        parse_config_file,
+        task_graph,
+    )
+
+    settings = config.node_settings()
+    repository = ModelRepository(settings)
+    if config.config_path:
+        repository.config_path = Path(config.config_path)
+        entries = parse_config_file(repository.config_path)
+    else:
+        model_path = Path(config.model_path) if config.model_path else default_model_dir()
+        name = config.model_name or model_path.name
+        graph = graph_file_in(model_path)
+        if graph is not None and not config.task:
+            entries = [GraphEntry(name=name, graph_path=graph, base_path=graph.parent)]
+        elif config.task:
+            text = task_graph(config.task, model_path.resolve(), settings)
+            entries = [GraphEntry(name=name, text=text, base_path=model_path.resolve())]
+        else:
+            raise GraphConfigError(
+                f"{model_path} has no graph.pbtxt; give --task to serve the model folder with "
+                "a generated graph"
+            )
+    for entry in entries:
+        repository.add(entry, load=False)
+    return repository
+
+
+def _start_grpc(config: ServeConfig, repository: Any, plane: Any) -> Any:
     try:
         from ovgraph.frontends.grpc.server import start_grpc_server
     except ImportError:
         logger.error("The gRPC frontend is not available; serving REST only")
         return None
-    return start_grpc_server(repository, settings, args.port, args.grpc_bind_address, plane)
+    return start_grpc_server(
+        repository, config.grpc_settings(), config.port, config.grpc_bind_address, plane
+    )
 
 
 def _exit_watchdog() -> None:
@@ -63,79 +110,117 @@ def _limit_malloc_arenas(count: int = 2) -> None:
         return
 
 
-def run_server(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; returns the process exit code."""
-    _limit_malloc_arenas()
-    import tornado.httpserver
-    from tornado.ioloop import IOLoop
+class Server:
+    """One server on the current thread's IO loop: repository, data plane, frontends.
 
-    from ovgraph.cli import build_repository, settings_from_args
-    from ovgraph.errors import OvGraphError
-    from ovgraph.framework import executor
-    from ovgraph.frontends.auth import load_api_key
-    from ovgraph.frontends.rest.app import ServerState, make_app, tornado_max_body_size
-    from ovgraph.serving.dataplane import DataPlane
+    ``start()`` binds the ports and begins loading the graphs; ``drain()`` refuses new model
+    requests, lets those in flight finish for up to ``drain_timeout`` seconds, cancels the
+    rest and stops the loop; ``close()`` stops the frontends. :func:`run_server` drives it from
+    signals; tests run it in a thread of their own.
+    """
 
-    level = "DEBUG" if args.log_level == "TRACE" else args.log_level
-    logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    if not args.rest_port and not args.port:
-        args.rest_port = 8000
-    try:
-        api_key = load_api_key(getattr(args, "api_key_file", "") or None)
-        repository = build_repository(args)
-    except OvGraphError as exc:
-        print(f"ovgraph: {exc}", file=sys.stderr)
-        return 2
-    settings = settings_from_args(args)
-    loop = IOLoop.current()
-    plane = DataPlane(
-        repository,
-        max_queued=getattr(args, "max_queued_requests", 256),
-        request_timeout=getattr(args, "request_timeout", 600.0),
-        loop=loop.asyncio_loop,  # type: ignore[attr-defined]
-    )
-    state = ServerState(
-        plane, api_key=api_key,
-        max_body_bytes=getattr(args, "max_body_size", 64 * 1024 * 1024),
-    )
-    if api_key is not None:
-        logger.info("API key required for model requests")
-    server = None
-    if args.rest_port:
-        app = make_app(repository, settings, state)
-        server = tornado.httpserver.HTTPServer(
-            app, max_body_size=tornado_max_body_size(state), max_header_size=64 * 1024,
-            idle_connection_timeout=300,
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.rest_port = config.effective_rest_port
+        self.repository: Any = None
+        self.plane: Any = None
+        self._http: Any = None
+        self._grpc: Any = None
+
+    def start(self) -> None:
+        """Build everything and listen (raises ``OvGraphError`` for a bad configuration)."""
+        import tornado.httpserver
+        from tornado.ioloop import IOLoop
+
+        from ovgraph.frontends.auth import load_api_key
+        from ovgraph.frontends.rest.app import ServerState, make_app, tornado_max_body_size
+        from ovgraph.serving.dataplane import DataPlane
+
+        config = self.config
+        api_key = load_api_key(config.api_key_file or None)
+        repository = build_repository(config)
+        self.repository = repository
+        loop = IOLoop.current()
+        self.loop = loop
+        plane = DataPlane(
+            repository, max_queued=config.max_queued_requests,
+            request_timeout=config.request_timeout,
+            loop=loop.asyncio_loop,  # type: ignore[attr-defined]
         )
-        server.listen(args.rest_port, address=args.rest_bind_address)
-    grpc_server = _start_grpc(args, repository, settings, plane) if args.port else None
-    names = ", ".join(d.name for d in repository.definitions())
-    where = f"http://{args.rest_bind_address}:{args.rest_port}" if args.rest_port else "-"
-    print(f"ovgraph: serving {names} on {where}", flush=True)
+        self.plane = plane
+        state = ServerState(plane, api_key=api_key, max_body_bytes=config.max_body_size)
+        if api_key is not None:
+            logger.info("API key required for model requests")
+        if self.rest_port:
+            app = make_app(repository, config.http.as_dict(), state)
+            self._http = tornado.httpserver.HTTPServer(
+                app, max_body_size=tornado_max_body_size(state), max_header_size=64 * 1024,
+                idle_connection_timeout=300,
+            )
+            self._http.listen(self.rest_port, address=config.rest_bind_address)
+        self._grpc = _start_grpc(config, repository, plane) if config.port else None
+        names = ", ".join(d.name for d in repository.definitions())
+        where = (
+            f"http://{config.rest_bind_address}:{self.rest_port}" if self.rest_port else "-"
+        )
+        print(f"ovgraph: serving {names} on {where}", flush=True)
 
-    def load_all() -> None:
-        for definition in repository.definitions():
-            definition.load()
+        def load_all() -> None:
+            for definition in repository.definitions():
+                definition.load()
 
-    threading.Thread(target=load_all, name="ovgraph-load", daemon=True).start()
-    repository.start_watching(args.file_system_poll_wait_seconds)
-    drain_timeout = max(0.0, float(getattr(args, "drain_timeout", 30.0)))
+        threading.Thread(target=load_all, name="ovgraph-load", daemon=True).start()
+        repository.start_watching(config.file_system_poll_wait_seconds)
 
-    async def drain() -> None:
+    async def drain(self) -> None:
+        """Refuse new work, let work in flight finish (or cancel it), then stop the loop."""
+        plane = self.plane
+        plane.draining = True
         logger.info("Shutting down: draining %d request(s)", plane.active)
-        if not await plane.wait_drained(drain_timeout):
+        if not await plane.wait_drained(max(0.0, float(self.config.drain_timeout))):
             logger.warning("Drain timeout: cancelling %d request(s)", plane.active)
             plane.abort_all()
             await plane.wait_drained(_ABORT_GRACE)
         await asyncio.sleep(0.05)  # let the last answers reach their sockets
-        loop.stop()
+        self.loop.stop()
+
+    def close(self) -> None:
+        """Stop the frontends and the config watcher (after the loop stopped)."""
+        if self._http is not None:
+            self._http.stop()
+        if self._grpc is not None:
+            try:
+                self._grpc.stop(0)
+            except Exception:
+                logger.exception("Stopping the gRPC server failed")
+        if self.repository is not None:
+            self.repository.stop_watching()
+
+
+def run_server(config: ServeConfig) -> int:
+    """Serve until SIGINT/SIGTERM; returns the process exit code."""
+    _limit_malloc_arenas()
+    from tornado.ioloop import IOLoop
+
+    from ovgraph.errors import OvGraphError
+    from ovgraph.framework import executor
+
+    level = "DEBUG" if config.log_level == "TRACE" else config.log_level
+    logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+    server = Server(config)
+    try:
+        server.start()
+    except OvGraphError as exc:
+        print(f"ovgraph: {exc}", file=sys.stderr)
+        return 2
+    loop = IOLoop.current()
 
     def on_signal() -> None:
-        if plane.draining:
+        if server.plane.draining:
             loop.stop()
             return
-        plane.draining = True
-        loop.add_callback(drain)
+        server.plane.draining = True
+        loop.add_callback(server.drain)
 
     def handle(*_: Any) -> None:
         loop.add_callback_from_signal(on_signal)
@@ -143,13 +228,7 @@ def run_server(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     loop.start()
-    if server is not None:
-        server.stop()
-    if grpc_server is not None:
-        try:
-            grpc_server.stop(0)
-        except Exception:
-            logger.exception("Stopping the gRPC server failed")
+    server.close()
     _exit_watchdog()
     executor.shutdown(wait=False)
     logger.info("Server stopped")

@@ -34,7 +34,8 @@ def route_table() -> RouteTable:
     endpoints = contributed_endpoints()
     graph = handlers.GraphHandler
     routes = [
-        Route(r"/v2/health/(live|ready)", handlers.HealthHandler, probe=True, errors=KSERVE),
+        Route(r"/v2/health/(live)", handlers.HealthHandler, errors=KSERVE),
+        Route(r"/v2/health/(ready)", handlers.HealthHandler, probe=True, errors=KSERVE),
         Route(r"/(health)", handlers.HealthHandler, label="/health"),
         Route(rf"/v2/models/{_NAME}{_VERSION}/ready", handlers.ModelReadyHandler,
               label="/v2/models/ready", probe=True, errors=KSERVE),
