@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ovgraph import plugins
 from ovgraph.config import ServeConfig
 
 __all__ = ["build_parser", "main"]
@@ -33,17 +34,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_name")
     p.add_argument("--model_path")
     p.add_argument("--config_path")
-    p.add_argument("--task", choices=["text_generation"], default=None)
-    p.add_argument("--pipeline_type", choices=["LM", "LM_CB", "VLM", "VLM_CB", "AUTO"])
-    p.add_argument("--target_device", default="CPU")
-    p.add_argument("--cache_size", type=int, default=0)
-    p.add_argument("--max_num_seqs", type=int, default=256)
-    p.add_argument("--max_num_batched_tokens", type=int, default=None)
-    p.add_argument("--enable_prefix_caching", default="true")
-    p.add_argument("--dynamic_split_fuse", default="true")
-    p.add_argument("--plugin_config", default=None)
-    p.add_argument("--allowed_media_domains", default=None)
-    p.add_argument("--allowed_local_media_path", default=None)
+    p.add_argument("--task", choices=plugins.task_names() or None, default=None)
     p.add_argument("--allowed_origins", default=_D.http.allowed_origins)
     p.add_argument("--allowed_methods", default=_D.http.allowed_methods)
     p.add_argument("--allowed_headers", default=_D.http.allowed_headers)
@@ -66,17 +57,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="seconds a request may wait for its (next) output; 0 = no deadline")
     p.add_argument("--max_body_size", type=int, default=_D.max_body_size,
                    help="largest accepted request body in bytes (413 above)")
-    p.add_argument("--weight-format", dest="weight_format", default="int8",
-                   choices=["fp16", "int8", "int4"])
-    p.add_argument("--tool_parser", default=None)
-    p.add_argument("--reasoning_parser", default=None)
-    p.add_argument("--enable_tool_guided_generation", default=None)
-    p.add_argument("--kv_cache_precision", default=None, choices=["u8"])
-    p.add_argument("--max_prompt_len", type=int, default=None)
-    p.add_argument("--extra_quantization_params", default=None)
     p.add_argument("--list_models", action="store_true")
     p.add_argument("--add_to_config", action="store_true")
     p.add_argument("--remove_from_config", action="store_true")
+    for contributor in plugins.serve_flag_contributors():
+        contributor.add_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

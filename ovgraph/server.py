@@ -16,7 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ovgraph import plugins
 from ovgraph.config import ServeConfig
+from ovgraph.errors import GraphConfigError
 
 __all__ = ["DEFAULT_MODEL_NAME", "Server", "build_repository", "default_model_dir", "run_server"]
 
@@ -137,6 +139,10 @@ class Server:
         from ovgraph.serving.dataplane import DataPlane
 
         config = self.config
+        try:
+            plugins.apply_serve_flags(config.node_settings())
+        except ValueError as exc:
+            raise GraphConfigError(str(exc)) from exc
         api_key = load_api_key(config.api_key_file or None)
         repository = build_repository(config)
         self.repository = repository

@@ -64,3 +64,18 @@ def test_server_runs_in_process() -> None:
     thread.join(30)
     assert not thread.is_alive()
     assert server.plane.draining
+
+
+def test_llm_flags_come_from_the_llm_package(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ovgraph import plugins
+    from ovgraph.cli import build_parser
+
+    monkeypatch.delenv("OVGRAPH_ENGINE_RSS_LIMIT_MB", raising=False)
+    args = build_parser().parse_args(["serve", "--engine_rss_limit_mb", "512",
+                                      "--max_num_seqs", "4"])
+    config = ServeConfig.from_args(args)
+    assert config.node_settings()["max_num_seqs"] == 4
+    plugins.apply_serve_flags(config.node_settings())
+    assert __import__("os").environ["OVGRAPH_ENGINE_RSS_LIMIT_MB"] == "512"
+    default = ServeConfig.from_args(build_parser().parse_args(["serve"]))
+    assert default.node_settings()["engine_rss_limit_mb"] == 0  # off by default

@@ -1,0 +1,56 @@
+"""Entry-point groups through which packages extend the runtime (besides calculators).
+
+- ``ovgraph.tasks``: ``name = "module:function"``, ``function(model_dir, settings) -> str``
+  builds graph.pbtxt text for ``--task name`` (see ``ovgraph.serving.repository.task_graph``);
+- ``ovgraph.serve_flags``: ``name = "module"``, a module with ``add_arguments(parser)`` that
+  declares ``ovgraph serve`` flags and optionally ``apply(settings)``, run once at server start
+  with the node settings;
+- ``ovgraph.http_endpoints``: graph paths and their metrics labels
+  (``ovgraph.frontends.rest.routes``).
+
+A contributor that fails to load is logged and skipped, so one broken package cannot stop the
+server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from importlib import metadata
+from typing import Any
+
+__all__ = [
+    "SERVE_FLAGS_GROUP",
+    "TASK_GROUP",
+    "apply_serve_flags",
+    "serve_flag_contributors",
+    "task_names",
+]
+
+logger = logging.getLogger("ovgraph")
+TASK_GROUP = "ovgraph.tasks"
+SERVE_FLAGS_GROUP = "ovgraph.serve_flags"
+
+
+def task_names() -> list[str]:
+    """The registered ``--task`` names, sorted."""
+    return sorted({ep.name for ep in metadata.entry_points(group=TASK_GROUP)})
+
+
+def serve_flag_contributors() -> list[Any]:
+    """The loaded ``ovgraph.serve_flags`` contributors, in name order."""
+    found = []
+    for ep in sorted(metadata.entry_points(group=SERVE_FLAGS_GROUP), key=lambda e: e.name):
+        try:
+            found.append(ep.load())
+        except Exception:
+            logger.exception("Serve flags of %s could not be loaded", ep.value)
+    return found
+
+
+def apply_serve_flags(settings: Mapping[str, Any]) -> None:
+    """Run every contributor's ``apply(settings)`` (server start)."""
+    for contributor in serve_flag_contributors():
+        apply = getattr(contributor, "apply", None)
+        if callable(apply):
+            apply(settings)
