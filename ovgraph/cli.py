@@ -73,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+")
     draw = sub.add_parser("draw", help="print a graph as Graphviz DOT")
     draw.add_argument("path")
-    sub.add_parser("export", add_help=False,
-                   help="convert a model and write its graph (export_model.py text_generation)")
+    for name, command in plugins.commands().items():
+        sub.add_parser(name, add_help=False, help=command.help)
     return parser
 
 
@@ -90,10 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("--"):
         argv = ["serve", *argv]
-    if argv[0] == "export":
-        from ovgraph.export import main as export_main
-
-        return export_main(argv[1:])
+    command = plugins.commands().get(argv[0])
+    if command is not None:
+        return command.run(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         from ovgraph.model_prep import handle_model_commands

@@ -16,7 +16,6 @@ reusing the files already complete.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -176,25 +175,28 @@ def config_servables(config: Path) -> list[str]:
 # ---------------------------------------------------------------------------- graphs
 
 
-# Used when ovgraph runs from a source tree without being installed (e.g. by the export
-# environment's Python): the same target pyproject.toml declares in ``ovgraph.tasks``.
-_BUILTIN_TASKS = {"text_generation": "calculators.llm.graph_template:text_generation_graph"}
+GraphBuilder = Callable[[Path | str, Mapping[str, Any]], str]
 
 
-def task_builder(task: str) -> Callable[[Path | str, Mapping[str, Any]], str]:
+def task_builder(task: str) -> GraphBuilder:
     """The graph builder registered for ``task`` (entry point group ``ovgraph.tasks``)."""
     found = [ep for ep in metadata.entry_points(group="ovgraph.tasks") if ep.name == task]
     if found:
-        return found[0].load()
-    if task in _BUILTIN_TASKS:
-        module, _, attr = _BUILTIN_TASKS[task].partition(":")
-        return getattr(importlib.import_module(module), attr)
-    raise OvGraphError(f"Unknown task {task!r}")
+        builder: GraphBuilder = found[0].load()
+        return builder
+    known = ", ".join(sorted(ep.name for ep in metadata.entry_points(group="ovgraph.tasks")))
+    raise OvGraphError(f"Unknown task {task!r}; known tasks: {known or 'none'}")
 
 
-def write_graph(model_dir: Path, task: str, settings: Mapping[str, Any]) -> Path:
-    """Write the task's ``graph.pbtxt`` (``models_path: "./"``) into ``model_dir``."""
-    text = task_builder(task)("./", settings)
+def write_graph(
+    model_dir: Path, task: str, settings: Mapping[str, Any], builder: GraphBuilder | None = None
+) -> Path:
+    """Write the task's ``graph.pbtxt`` (``models_path: "./"``) into ``model_dir``.
+
+    ``builder`` (default: the one registered for ``task``) lets a package that owns the task
+    write its graph without relying on installed entry points.
+    """
+    text = (builder or task_builder(task))("./", settings)
     path = model_dir / GRAPH_FILE
     tmp = model_dir / f".{GRAPH_FILE}.tmp"
     tmp.write_text(text)

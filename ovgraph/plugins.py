@@ -6,7 +6,10 @@
   declares ``ovgraph serve`` flags and optionally ``apply(settings)``, run once at server start
   with the node settings;
 - ``ovgraph.http_endpoints``: graph paths and their metrics labels
-  (``ovgraph.frontends.rest.routes``).
+  (``ovgraph.frontends.rest.routes``);
+- ``ovgraph.commands``: ``name = "module:main"``, a subcommand ``ovgraph name ...`` whose
+  ``main(argv) -> int`` gets the remaining arguments (its help line: the module docstring's
+  first line).
 
 A contributor that fails to load is logged and skipped, so one broken package cannot stop the
 server.
@@ -20,9 +23,12 @@ from importlib import metadata
 from typing import Any
 
 __all__ = [
+    "COMMANDS_GROUP",
     "SERVE_FLAGS_GROUP",
     "TASK_GROUP",
+    "Command",
     "apply_serve_flags",
+    "commands",
     "serve_flag_contributors",
     "task_names",
 ]
@@ -30,6 +36,25 @@ __all__ = [
 logger = logging.getLogger("ovgraph")
 TASK_GROUP = "ovgraph.tasks"
 SERVE_FLAGS_GROUP = "ovgraph.serve_flags"
+COMMANDS_GROUP = "ovgraph.commands"
+
+
+class Command:
+    """A contributed subcommand, loaded only when it runs."""
+
+    def __init__(self, entry_point: metadata.EntryPoint) -> None:
+        self.entry_point = entry_point
+        self.help = f"(from {entry_point.module.partition('.')[0]})"
+
+    def run(self, argv: list[str]) -> int:
+        """Run it with the arguments after its name; returns the exit code."""
+        main = self.entry_point.load()
+        return int(main(argv))
+
+
+def commands() -> dict[str, Command]:
+    """The ``ovgraph.commands`` subcommands by name."""
+    return {ep.name: Command(ep) for ep in metadata.entry_points(group=COMMANDS_GROUP)}
 
 
 def task_names() -> list[str]:

@@ -1,6 +1,6 @@
 """OVMS's ``export_model.py`` for ovgraph: ``python tools/export_model.py text_generation ...``.
 
-Same arguments as ``ovgraph export`` (see ``ovgraph/export.py``); run it with the serving
+Same arguments as ``ovgraph export`` (see ``calculators/llm/export.py``); run it with the serving
 environment's Python and give the export environment's Python with ``--exporter_python`` (or
 ``OVGRAPH_EXPORT_PYTHON``), or run it with the export environment's Python directly. Example::
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ovgraph.export import main
+from calculators.llm.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,11 +6,11 @@ import bisect
 from collections import deque
 from typing import ClassVar
 
-from ovgraph._proto.mediapipe.calculators.core import flow_limiter_calculator_pb2
 from ovgraph.errors import ContractError
 from ovgraph.framework import timestamp as ts_mod
 from ovgraph.framework.calculator import Calculator, CalculatorContext, NodeSpec, OutputStream
 from ovgraph.framework.packet import Packet
+from ovgraph.framework.textformat import option_type
 
 
 class FlowLimiterCalculator(Calculator):
@@ -33,7 +33,7 @@ class FlowLimiterCalculator(Calculator):
     }
     """
 
-    Options = flow_limiter_calculator_pb2.FlowLimiterCalculatorOptions
+    Options = option_type("mediapipe.FlowLimiterCalculatorOptions")
     DYNAMIC_PORTS: ClassVar[bool] = True
     INPUT_STREAM_HANDLER: ClassVar[str | None] = "ImmediateInputStreamHandler"
     PROCESS_TIMESTAMP_BOUNDS: ClassVar[bool] = True

@@ -11,8 +11,8 @@ from calculators.llm.chunks import Usage, new_request_id
 from calculators.llm.images import ImagePolicy
 from calculators.llm.request_validation import ChatRequest
 from calculators.llm.servable import Servable, ServableKey, get_servable
-from ovgraph._proto.ovms import llm_calculator_pb2
 from ovgraph.framework.calculator import Calculator, NodeSpec
+from ovgraph.framework.textformat import option_type
 
 __all__ = [
     "GenerationInput",
@@ -23,7 +23,7 @@ __all__ = [
     "TokenChunk",
 ]
 
-LLMCalculatorOptions = llm_calculator_pb2.LLMCalculatorOptions
+LLMCalculatorOptions = option_type("mediapipe.LLMCalculatorOptions")
 
 
 @dataclass

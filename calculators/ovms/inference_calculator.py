@@ -9,13 +9,13 @@ import numpy as np
 import openvino as ov
 
 from calculators.ovms.session_calculator import ModelSession
-from ovgraph._proto.mediapipe.calculators.ovms import openvinoinferencecalculator_pb2
 from ovgraph.errors import ContractError, InvalidParameterError
 from ovgraph.framework.calculator import Calculator, CalculatorContext, NodeSpec, SidePacket
+from ovgraph.framework.textformat import option_type
 
 __all__ = ["OpenVINOInferenceCalculator"]
 
-InferenceOptions = openvinoinferencecalculator_pb2.OpenVINOInferenceCalculatorOptions
+InferenceOptions = option_type("mediapipe.OpenVINOInferenceCalculatorOptions")
 _VECTOR_TAG = "OVTENSORS"
 
 

@@ -9,17 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ovgraph._proto.mediapipe.calculators.ovms import (
-    openvinomodelserversessioncalculator_pb2 as session_pb2,
-)
 from ovgraph.errors import GraphConfigError
 from ovgraph.framework.calculator import Calculator, CalculatorContext, NodeSpec, OutputSidePacket
+from ovgraph.framework.textformat import option_type
 
 __all__ = ["ModelSession", "OpenVINOModelServerSessionCalculator", "resolve_model_file"]
 
 logger = logging.getLogger(__name__)
 
-SessionOptions = session_pb2.OpenVINOModelServerSessionCalculatorOptions
+SessionOptions = option_type("mediapipe.OpenVINOModelServerSessionCalculatorOptions")
 _MODEL_SUFFIXES = (".xml", ".onnx")
 
 

@@ -8,11 +8,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from calculators.python_executor.tensor import DATATYPE_TO_FORMAT, Tensor, as_tensor, to_numpy
-from ovgraph._proto.ovms.pytensor_ovtensor_converter_pb2 import (
-    PyTensorOvTensorConverterCalculatorOptions,
-)
 from ovgraph.errors import ContractError, RequestError
 from ovgraph.framework.calculator import Calculator, CalculatorContext, NodeSpec
+from ovgraph.framework.textformat import option_type
+
+PyTensorOvTensorConverterCalculatorOptions = option_type(
+    "mediapipe.PyTensorOvTensorConverterCalculatorOptions"
+)
 
 __all__ = ["PyTensorOvTensorConverterCalculator"]
 

@@ -16,12 +16,12 @@ from calculators.python_executor.handler import (
     load_node_resources,
 )
 from calculators.python_executor.tensor import Tensor, as_tensor
-from ovgraph._proto.ovms.python_executor_calculator_options_pb2 import (
-    PythonExecutorCalculatorOptions,
-)
 from ovgraph.errors import ContractError, OvGraphError
 from ovgraph.framework import timestamp as ts_mod
 from ovgraph.framework.calculator import Calculator, CalculatorContext, NodeSpec, SidePacket
+from ovgraph.framework.textformat import option_type
+
+PythonExecutorCalculatorOptions = option_type("mediapipe.PythonExecutorCalculatorOptions")
 
 __all__ = ["EXECUTION_FAILED", "NodeBusyError", "PythonExecutorCalculator"]
 

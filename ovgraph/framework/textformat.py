@@ -1,14 +1,16 @@
 """Reading ``graph.pbtxt`` files: text-format ``CalculatorGraphConfig`` plus source locations.
 
 Parsing uses ``google.protobuf.text_format`` with the process-wide default descriptor pool, into
-which every generated option module of ovgraph (LLM, Python, OpenVINO, MediaPipe calculators and
-stream handlers) is imported here, so that both option syntaxes of real graphs resolve:
+which MediaPipe's own option modules (calculators, stream handlers, executors) are imported
+here, and the option types calculator packages contribute through the ``ovgraph.option_types``
+entry points before the first parse, so that both option syntaxes of real graphs resolve:
 
 - ``options { [mediapipe.FooOptions.ext] { ... } }`` (proto2 extension of ``CalculatorOptions``)
 - ``node_options: { [type.googleapis.com/mediapipe.FooOptions]: { ... } }`` (``Any``)
 
 Option types of plugins join the same pool when their generated ``_pb2`` module is imported;
 :func:`register_options_module` does that (and checks the module really uses the default pool).
+Calculators name their ``Options`` with :func:`option_type`.
 
 Errors read like MediaPipe's (``Error parsing text-format mediapipe.CalculatorGraphConfig:
 3:12: Message type "mediapipe.CalculatorGraphConfig.Node" has no field named "bogus".``) and
@@ -18,9 +20,12 @@ carry ``.path`` and ``.line``. Node line numbers come from text_format's own tok
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from os import PathLike
 from types import ModuleType
 from typing import Any, TypeVar
@@ -30,11 +35,15 @@ from google.protobuf import descriptor_pool, message, message_factory, text_form
 from ovgraph._proto.mediapipe.framework import calculator_pb2
 from ovgraph.errors import ContractError, GraphConfigError
 
+logger = logging.getLogger("ovgraph.graph")
+
 __all__ = [
     "OPTIONS_MODULES",
     "ParsedGraphConfig",
     "check_unique_node_options",
+    "load_contributed_option_types",
     "node_options",
+    "option_type",
     "option_type_names",
     "options_class",
     "parse_graph_config",
@@ -42,7 +51,10 @@ __all__ = [
     "register_options_module",
 ]
 
-# Generated modules whose option messages graphs may use (all of ovgraph/_proto except KServe).
+# MediaPipe's own option messages, always known. Calculator packages add theirs (OVMS's LLM,
+# Python executor, inference options …) through the ``ovgraph.option_types`` entry-point group:
+# ``Name = "package.module_pb2"``, a generated module of the default descriptor pool.
+OPTION_TYPES_GROUP = "ovgraph.option_types"
 OPTIONS_MODULES: tuple[str, ...] = (
     "ovgraph._proto.mediapipe.framework.calculator_options_pb2",
     "ovgraph._proto.mediapipe.framework.mediapipe_options_pb2",
@@ -55,18 +67,8 @@ OPTIONS_MODULES: tuple[str, ...] = (
     "ovgraph._proto.mediapipe.calculators.util.non_max_suppression_calculator_pb2",
     "ovgraph._proto.mediapipe.calculators.util.detection_label_id_to_text_calculator_pb2",
     "ovgraph._proto.mediapipe.calculators.util.detections_to_render_data_calculator_pb2",
-    "ovgraph._proto.mediapipe.calculators.ovms.openvinomodelserversessioncalculator_pb2",
-    "ovgraph._proto.mediapipe.calculators.ovms.openvinoinferencecalculator_pb2",
     "ovgraph._proto.mediapipe.calculators.openvino.openvino_converter_calculator_pb2",
     "ovgraph._proto.mediapipe.calculators.openvino.openvino_tensors_to_detections_calculator_pb2",
-    "ovgraph._proto.ovms.llm_calculator_pb2",
-    "ovgraph._proto.ovms.python_executor_calculator_options_pb2",
-    "ovgraph._proto.ovms.pytensor_ovtensor_converter_pb2",
-    "ovgraph._proto.ovms.embeddings_calculator_ov_pb2",
-    "ovgraph._proto.ovms.rerank_calculator_ov_pb2",
-    "ovgraph._proto.ovms.image_gen_calculator_pb2",
-    "ovgraph._proto.ovms.s2t_calculator_pb2",
-    "ovgraph._proto.ovms.t2s_calculator_pb2",
 )
 
 _GRAPH_TYPE = "mediapipe.CalculatorGraphConfig"
@@ -144,9 +146,48 @@ def register_options_module(module: ModuleType | str) -> list[str]:
 for _name in OPTIONS_MODULES:
     register_options_module(_name)
 
+_contributed_lock = threading.Lock()
+_contributed_loaded = False
+
+
+def load_contributed_option_types() -> None:
+    """Register the option modules of the ``ovgraph.option_types`` entry points (once).
+
+    A module that fails to import is logged; a graph using its options then fails to parse
+    with an error that names the unknown type.
+    """
+    global _contributed_loaded
+    if _contributed_loaded:
+        return
+    with _contributed_lock:
+        if _contributed_loaded:
+            return
+        for ep in metadata.entry_points(group=OPTION_TYPES_GROUP):
+            try:
+                register_options_module(ep.value.partition(":")[0])
+            except Exception:
+                logger.exception("Option types %s (%s) could not be loaded", ep.name, ep.value)
+        _contributed_loaded = True
+
+
+def option_type(full_name: str) -> type[message.Message]:
+    """The message class of an option type, by full name (``"mediapipe.FooCalculatorOptions"``).
+
+    This is how calculators name their ``Options``: the type comes from whichever package
+    contributed it, never from ``ovgraph``'s generated modules.
+
+    Raises:
+        KeyError: no registered module defines ``full_name``.
+    """
+    found = options_class(full_name)
+    if found is None:
+        raise KeyError(f"Option type {full_name} is not registered")
+    return found
+
 
 def options_class(full_name: str) -> type[message.Message] | None:
     """Return the message class of a registered type name (e.g. from an ``Any``), or None."""
+    load_contributed_option_types()
     try:
         descriptor = _POOL.FindMessageTypeByName(full_name)
     except KeyError:
@@ -165,6 +206,7 @@ def parse_graph_config(text: str, path: str | None = None) -> ParsedGraphConfig:
         GraphConfigError: the text is not a valid ``CalculatorGraphConfig`` (``.line`` is set
             when the location is known).
     """
+    load_contributed_option_types()
     config = calculator_pb2.CalculatorGraphConfig()
     try:
         text_format.Parse(text, config, descriptor_pool=_POOL)

@@ -1,8 +1,8 @@
 """Admission control: bounded concurrency per servable and one bounded waiting queue.
 
 A servable runs at most ``limit`` graph runs at once, where ``limit`` is the smallest
-``max_concurrent_runs`` any of its node resources declares (an LLM node declares its engine's
-``max_num_seqs``); a servable whose resources declare nothing has no concurrency bound. Requests
+``max_concurrent_runs`` any of its node resources declares (e.g. an engine's sequence limit);
+a servable whose resources declare nothing has no concurrency bound. Requests
 over the bound wait in FIFO order; when ``max_queued`` requests already wait, the next one is
 refused with :class:`~ovgraph.errors.OverloadedError` (503 with ``Retry-After``).
 

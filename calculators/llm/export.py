@@ -1,5 +1,7 @@
 """``ovgraph export text_generation``: OVMS's ``export_model.py`` for LLM/VLM graphs.
 
+Contributed to the ``ovgraph`` command line through the ``ovgraph.commands`` entry point.
+
 Converts a Hugging Face model (a local folder or a hub id) to OpenVINO IR with optimum-intel,
 writes ``graph.pbtxt`` next to it (``models_path: "./"``, the layout OVMS's export and pull
 write) and registers the folder in ``config.json``. A source folder that already holds an
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from calculators.llm.graph_template import text_generation_graph
 from ovgraph.errors import OvGraphError
 from ovgraph.model_prep import (
     add_to_config,
@@ -290,7 +293,7 @@ def export_text_generation(args: argparse.Namespace) -> Path:
         if not is_openvino_model(work):
             raise OvGraphError("The export produced no OpenVINO model")
         with step("write graph.pbtxt"):
-            graph = write_graph(work, args.task, graph_settings(args))
+            graph = write_graph(work, args.task, graph_settings(args), text_generation_graph)
         replace_dir(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
