@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,9 @@ from ovgraph import plugins
 from ovgraph.config import ServeConfig
 from ovgraph.errors import GraphConfigError
 
-__all__ = ["DEFAULT_MODEL_NAME", "Server", "build_repository", "default_model_dir", "run_server"]
+__all__ = ["DEFAULT_MODEL_GROUP", "Server", "build_repository", "default_model_dir", "run_server"]
 
-DEFAULT_MODEL_NAME = "qwen2vl-shapes"
+DEFAULT_MODEL_GROUP = "ovgraph.default_model"
 
 logger = logging.getLogger("ovgraph")
 
@@ -31,11 +32,22 @@ _EXIT_WATCHDOG = 10.0
 
 
 def default_model_dir() -> Path:
-    """The embedded default model (``graphs/<name>``); ``OVGRAPH_DEFAULT_MODEL`` overrides."""
+    """The model served without model arguments.
+
+    ``OVGRAPH_DEFAULT_MODEL`` names a folder; otherwise the first ``ovgraph.default_model``
+    entry point (``name = "module:function"``, the function returning the folder) provides it.
+
+    Raises:
+        GraphConfigError: no default model is installed.
+    """
     override = os.environ.get("OVGRAPH_DEFAULT_MODEL")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "graphs" / DEFAULT_MODEL_NAME
+    for ep in sorted(metadata.entry_points(group=DEFAULT_MODEL_GROUP), key=lambda e: e.name):
+        return Path(ep.load()())
+    raise GraphConfigError(
+        "No default model is installed; give --model_path or --config_path"
+    )
 
 
 def build_repository(config: ServeConfig) -> Any:
