@@ -7,11 +7,13 @@ routes (admission → ``RESOURCE_EXHAUSTED``, deadline → ``DEADLINE_EXCEEDED``
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from ovgraph._proto.kserve import grpc_predict_v2_pb2 as pb
 from ovgraph._proto.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
+from ovgraph.errors import GraphCancelledError
 from ovgraph.frontends.errors import to_grpc
 from ovgraph.frontends.grpc import v2_types
 from ovgraph.serving import kserve
@@ -76,6 +78,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             decoded = v2_types.request_from_grpc(request)
             response = plane.call(_infer(plane, definition, decoded), context.add_callback)
             return v2_types.response_to_grpc(response)
+        except concurrent.futures.CancelledError:
+            _abort(context, GraphCancelledError("The client cancelled the call"))
         except Exception as exc:
             _abort(context, exc)
 
