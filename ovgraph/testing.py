@@ -36,6 +36,7 @@ from ovgraph.framework.validation import ValidatedGraph
 
 __all__ = [
     "ServeProcess",
+    "child_pids",
     "free_port",
     "run_calculator",
     "run_graph",
@@ -195,6 +196,20 @@ def serve_kserve(definition: Any, request: Any, timeout: float = 60.0) -> Any:
         return await asyncio.wait_for(call(), timeout)
 
     return plane.call(bounded())
+
+
+def child_pids(parent: int) -> list[int]:
+    """Processes whose parent is ``parent`` (Linux ``/proc``), e.g. a server's engines."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+    return found
 
 
 def free_port() -> int:

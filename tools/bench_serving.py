@@ -47,7 +47,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ovgraph.testing import ServeProcess  # noqa: E402  (after the path insert)
+from ovgraph.testing import ServeProcess, child_pids  # noqa: E402  (after the path insert)
 
 DEFAULT_MODEL = Path(os.environ.get("OVGRAPH_BENCH_MODEL", str(REPO / "models" / "medium-int8")))
 TINY_MODEL = REPO / "graphs" / "qwen2vl-tiny"
@@ -160,20 +160,6 @@ class Server(ServeProcess):
     def rss_mb(self) -> float:
         """VmRSS of the server process and its engine processes together, in MiB."""
         return sum(read_rss_mb(pid) for pid in [self.proc.pid, *child_pids(self.proc.pid)])
-
-
-def child_pids(parent: int) -> list[int]:
-    """Processes whose parent is ``parent``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-    return found
 
 
 def read_rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
