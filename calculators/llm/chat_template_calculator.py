@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from calculators.llm.common import (
@@ -16,6 +17,8 @@ from ovgraph.errors import InvalidParameterError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 
 _IMAGE_TAG = "<ov_genai_image_"
+#: genai's ``top_k`` for "no limit" (``SIZE_MAX``); the request says ``top_k: -1``.
+NO_TOP_K = 2**64 - 1
 
 
 class ChatTemplateCalculator(LLMNodeCalculator):
@@ -110,11 +113,7 @@ def build_generation_config(
                  "repetition_penalty", "length_penalty"):
         value = getattr(request, name)
         if value is not None:
-            setattr(config, name, value)
-    if request.top_k == -1:
-        config.top_k = 2**31 - 1
-    if request.seed is not None:
-        config.rng_seed = request.seed
+            setattr(config, name, NO_TOP_K if name == "top_k" and value == -1 else value)
     if request.stop:
         config.stop_strings = set(request.stop)
     config.include_stop_str_in_output = request.include_stop_str_in_output
@@ -124,7 +123,20 @@ def build_generation_config(
         config.do_sample = False
     if request.logprobs:
         config.logprobs = 1
+    _seed(config, request.seed)
     return config
+
+
+def _seed(config: Any, seed: int | None) -> None:
+    """An explicit ``seed`` is kept; sampling without one draws a fresh seed, as OVMS does.
+
+    ``rng_seed`` from ``generation_config.json`` is not honoured (OVMS neither): only a seed in
+    the request makes sampling reproducible.
+    """
+    if seed is not None:
+        config.rng_seed = seed
+    elif config.do_sample:
+        config.rng_seed = secrets.randbelow(2**32 - 1) + 1
 
 
 def _defaults(default: Any) -> dict[str, Any]:
