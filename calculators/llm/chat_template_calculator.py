@@ -59,6 +59,7 @@ class ChatTemplateCalculator(LLMNodeCalculator):
                     param="max_tokens", code="context_length_exceeded",
                 )
         config = build_generation_config(servable.default_config, request, prompt_tokens, limit)
+        context.prompt, context.prompt_tokens = prompt, prompt_tokens
         self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
 
     @staticmethod

@@ -149,23 +149,34 @@ def completion_body(
     )
 
 
-def sse_role_chunk(request_model: str, request_id: str, created: int, *, index: int = 0) -> bytes:
-    """Return OVMS' handshake chunk: delta ``{"role":"assistant","content":null}``, no usage key."""
-    return _sse(
-        {
-            "choices": [
-                {
-                    "index": index,
-                    "delta": {"role": "assistant", "content": None},
-                    "finish_reason": None,
-                }
-            ],
-            "created": created,
-            "id": request_id,
-            "model": request_model,
-            "object": _CHUNK_OBJECT,
-        }
-    )
+def sse_role_chunk(
+    request_model: str,
+    request_id: str,
+    created: int,
+    *,
+    index: int = 0,
+    usage: Usage | None = None,
+) -> bytes:
+    """Return OVMS' handshake chunk: delta ``{"role":"assistant","content":null}``.
+
+    It has no ``usage`` key unless ``usage`` is given (``continuous_usage_stats``).
+    """
+    chunk: dict[str, Any] = {
+        "choices": [
+            {
+                "index": index,
+                "delta": {"role": "assistant", "content": None},
+                "finish_reason": None,
+            }
+        ],
+        "created": created,
+        "id": request_id,
+        "model": request_model,
+        "object": _CHUNK_OBJECT,
+    }
+    if usage is not None:
+        chunk["usage"] = usage.to_dict()
+    return _sse(chunk)
 
 
 def sse_content_chunk(
@@ -221,6 +232,7 @@ def sse_text_chunk(
     include_usage: bool,
     *,
     index: int = 0,
+    usage: Usage | None = None,
 ) -> bytes:
     """Return one ``/completions`` stream chunk: ``text`` per choice, ``text_completion`` object.
 
@@ -232,6 +244,7 @@ def sse_text_chunk(
         finish_reason: None on intermediate chunks.
         include_usage: ``stream_options.include_usage``; ``"usage": null`` is present iff true.
         index: the choice index.
+        usage: running counts for ``continuous_usage_stats`` (written only with include_usage).
     """
     chunk: dict[str, Any] = {
         "choices": [
@@ -243,7 +256,7 @@ def sse_text_chunk(
         "object": _TEXT_OBJECT,
     }
     if include_usage:
-        chunk["usage"] = None
+        chunk["usage"] = usage.to_dict() if usage is not None else None
     return _sse(chunk)
 
 

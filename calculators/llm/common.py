@@ -54,6 +54,9 @@ class RequestContext:
     created: int = field(default_factory=lambda: int(time.time()))
     images: list[Any] = field(default_factory=list)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    #: The templated prompt and its token count, set by the chat template node.
+    prompt: str = ""
+    prompt_tokens: int = 0
 
 
 @dataclass
@@ -91,6 +94,8 @@ class TextChunk:
     finished: bool
     finish_reason: str | None = None
     usage: Usage | None = None
+    #: The token ids this text was decoded from.
+    ids: list[int] = field(default_factory=list)
 
 
 class LLMNodeCalculator(Calculator):

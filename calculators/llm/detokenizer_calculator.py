@@ -302,5 +302,7 @@ class DetokenizerCalculator(LLMNodeCalculator):
         if chunk.finished:
             text += self.decoder.flush()
         self.OUT(cc).send(
-            TextChunk(chunk.context, text, chunk.finished, chunk.finish_reason, chunk.usage)
+            TextChunk(
+                chunk.context, text, chunk.finished, chunk.finish_reason, chunk.usage, chunk.ids
+            )
         )

@@ -6,7 +6,11 @@ classifies them: ``true`` is not a number, ``5.0`` is not an integer, an integer
 signed 32-bit range is not a "valid number" for float fields. Deliberate additions (``ovms-api.md``
 §4.4, ``reliability.md`` rows 9, 14, 15):
 
-* ``stream_options.continuous_usage_stats`` (boolean) is accepted;
+* ``stream_options.continuous_usage_stats`` (boolean) is accepted and honoured as vLLM does it:
+  with ``include_usage`` every chunk carries the running usage (guidellm sends it; OVMS refuses);
+* ``input_audio`` parts are refused by servables without audio input (OVMS drops them silently);
+* ``chat_template_kwargs`` keys the server itself gives the template (``messages``, ``tools``,
+  the special tokens) are refused (OVMS documents them as an error);
 * caps on ``n``, on images per request and on the length of each stop string;
 * the model's own vision tokens (e.g. ``<|image_pad|>``) are rejected in message text like
   ``<ov_genai_image_`` is;
@@ -53,6 +57,9 @@ _CHAT_FIELDS = _COMMON_FIELDS | {
 }  # fmt: skip
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt", "echo"}
 _MESSAGE_STRING_KEYS = ("role", "content", "tool_call_id", "name", "reasoning_content")
+#: Template variables the server sets itself; a request may not override them.
+RESERVED_TEMPLATE_KWARGS = ("messages", "tools", "bos_token", "eos_token", "pad_token")
+NO_AUDIO_MESSAGE = "This servable does not support audio input, but input_audio has been provided"
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class RequestLimits:
         max_n: most choices (``n``) per request.
         max_images: most ``image_url`` parts in one conversation.
         restricted_tokens: model special tokens that must not appear in message text.
+        accepts_audio: whether ``input_audio`` parts may be sent (no pipeline here takes audio).
     """
 
     max_tokens_limit: int | None = None
@@ -77,6 +85,7 @@ class RequestLimits:
     max_n: int = 16
     max_images: int = 16
     restricted_tokens: tuple[str, ...] = DEFAULT_RESTRICTED_TOKENS
+    accepts_audio: bool = False
 
 
 @dataclass
@@ -481,11 +490,14 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
         req.response_format = body["response_format"]
 
     _check_restricted_text(raw_messages, limits)
+    if not limits.accepts_audio:
+        _refuse_audio(raw_messages)
     req.messages, req.image_urls = _flatten_messages(raw_messages, limits)
 
     if _present(body, "chat_template_kwargs"):
         if not isinstance(body["chat_template_kwargs"], dict):
             raise _fail("chat_template_kwargs must be an object", "chat_template_kwargs")
+        _refuse_reserved_kwargs(body["chat_template_kwargs"])
         req.chat_template_kwargs = body["chat_template_kwargs"]
 
 
@@ -558,6 +570,25 @@ def _check_content_parts(parts: list[Any], where: str) -> None:
                 raise _fail(prefix + "input_audio does not have a valid data field", where)
         else:
             raise _fail("Unsupported content type", where)
+
+
+def _refuse_audio(messages: list[dict[str, Any]]) -> None:
+    """An ``input_audio`` part would otherwise be dropped and the text answered alone."""
+    for i, message in enumerate(messages):
+        content = message["content"]
+        if isinstance(content, list) and any(p["type"] == "input_audio" for p in content):
+            raise _fail(NO_AUDIO_MESSAGE, f"messages[{i}].content")
+
+
+def _refuse_reserved_kwargs(kwargs: dict[str, Any]) -> None:
+    """OVMS: values the template engine gets natively cannot come from ``chat_template_kwargs``."""
+    for key in RESERVED_TEMPLATE_KWARGS:
+        if key in kwargs:
+            raise _fail(
+                f"chat_template_kwargs cannot contain '{key}': the server provides it to the "
+                "chat template",
+                f"chat_template_kwargs.{key}",
+            )
 
 
 def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:

@@ -10,9 +10,11 @@ from ovgraph.framework.calculator import CalculatorContext, Input, Output
 class OpenAIResponseCalculator(LLMNodeCalculator):
     """Encodes the answer: one JSON body (unary) or ``data: …`` events ending in ``[DONE]``.
 
-    Streaming sends OVMS's role handshake when the first step brings no text, ``"usage": null``
-    on content chunks and a final ``choices: []`` usage chunk when
-    ``stream_options.include_usage`` is set. ``/completions`` streams ``text`` choices in
+    Streaming chat always opens with OVMS's role handshake (``{"role":"assistant",
+    "content":null}``, as OVMS's continuous batching does), then content chunks with
+    ``"usage": null`` and a final ``choices: []`` usage chunk when
+    ``stream_options.include_usage`` is set; with ``continuous_usage_stats`` as well, every chunk
+    carries the usage so far (vLLM's semantics). ``/completions`` streams ``text`` choices in
     ``text_completion`` chunks and sends no role handshake.
 
     node {
@@ -32,6 +34,7 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         """Nothing sent yet."""
         self.parts: list[str] = []
         self.sent_any = False
+        self.completion_tokens = 0
 
     def process(self, cc: CalculatorContext) -> None:
         """Emit the next SSE events, or the whole body once the answer is complete."""
@@ -52,15 +55,22 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
             return
         events: list[bytes] = []
         completions = request.endpoint == "completions"
-        if not completions and not chunk.text and not chunk.finished and not self.sent_any:
-            events.append(chunks.sse_role_chunk(model, ctx.request_id, ctx.created))
-        elif chunk.text or chunk.finished:
+        self.completion_tokens += len(chunk.ids)
+        usage = self._running_usage(chunk)
+        if not completions and not self.sent_any:
+            events.append(
+                chunks.sse_role_chunk(
+                    model, ctx.request_id, ctx.created,
+                    usage=chunks.Usage(ctx.prompt_tokens, 0) if usage is not None else None,
+                )
+            )
+        if chunk.text or chunk.finished:
             encode_chunk = chunks.sse_text_chunk if completions else chunks.sse_content_chunk
             events.append(
                 encode_chunk(
                     model, ctx.request_id, ctx.created, chunk.text,
                     (chunk.finish_reason or "stop") if chunk.finished else None,
-                    request.include_usage,
+                    request.include_usage, usage=usage,
                 )
             )
         if chunk.finished:
@@ -74,3 +84,12 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         if events:
             self.sent_any = True
             self.OUT(cc).send(b"".join(events))
+
+    def _running_usage(self, chunk: TextChunk) -> chunks.Usage | None:
+        """Usage so far, for ``continuous_usage_stats`` (with ``include_usage``) only."""
+        request = chunk.context.request
+        if not (request.include_usage and request.continuous_usage_stats):
+            return None
+        if chunk.finished and chunk.usage is not None:
+            return chunk.usage
+        return chunks.Usage(chunk.context.prompt_tokens, self.completion_tokens)

@@ -722,12 +722,6 @@ def test_consecutive_text_parts_join_with_newline() -> None:
         pytest.param({"role": "assistant", "content": None}, "", id="null"),
         # empty parts array
         pytest.param({"role": "user", "content": []}, "", id="empty-array"),
-        # an audio-only part list has no text for a VLM
-        pytest.param(
-            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]},
-            "",
-            id="audio-only",
-        ),
         # plain string
         pytest.param({"role": "user", "content": "plain"}, "plain", id="string"),
     ],
@@ -735,6 +729,33 @@ def test_consecutive_text_parts_join_with_newline() -> None:
 def test_content_forms_normalise_to_string(message: dict, content: str) -> None:
     req = parse(chat(messages=[message]))
     assert req.messages == [{"role": message["role"], "content": content}]
+
+
+def test_input_audio_is_refused_without_audio_support() -> None:
+    audio = {"type": "input_audio", "input_audio": {"data": "x"}}
+    body = chat(messages=[*USER_HI, *msgs(txt("listen"), audio)])
+    with pytest.raises(InvalidParameterError) as info:
+        parse(body)
+    assert str(info.value) == (
+        "This servable does not support audio input, but input_audio has been provided"
+    )
+    assert info.value.param == "messages[1].content"
+    # a servable with audio input keeps the text (the audio is its own business)
+    req = parse(body, limits=RequestLimits(accepts_audio=True))
+    assert req.messages[1]["content"] == "listen"
+
+
+@pytest.mark.parametrize("key", ["messages", "tools", "bos_token", "eos_token", "pad_token"])
+def test_reserved_chat_template_kwargs_are_refused(key: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(chat_template_kwargs={key: [], "enable_thinking": False}))
+    assert f"chat_template_kwargs cannot contain '{key}'" in str(info.value)
+    assert info.value.param == f"chat_template_kwargs.{key}"
+
+
+def test_other_chat_template_kwargs_pass() -> None:
+    req = parse(chat(chat_template_kwargs={"enable_thinking": False}))
+    assert req.chat_template_kwargs == {"enable_thinking": False}
 
 
 def test_unknown_role_and_message_extras() -> None:

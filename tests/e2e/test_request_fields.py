@@ -56,3 +56,71 @@ def test_top_k_zero_is_refused(server: ServerProcess) -> None:
     assert status == 400
     assert answer["error"]["message"] == "top_k must be -1 (all tokens) or a positive integer"
     assert answer["error"]["param"] == "top_k"
+
+
+def _stream(client: openai.OpenAI, **extra: object) -> list:
+    return list(
+        client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=8, temperature=0, stream=True,
+            **extra,  # type: ignore[arg-type]
+        )
+    )
+
+
+def test_stream_opens_with_the_role_chunk(openai_client: openai.OpenAI) -> None:
+    chunks = _stream(openai_client)
+    first = chunks[0].choices[0]
+    assert first.delta.role == "assistant"
+    assert first.delta.content is None
+    assert first.finish_reason is None
+    assert all(c.choices[0].delta.role is None for c in chunks[1:])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks)
+
+
+def test_continuous_usage_stats_fill_every_chunk(openai_client: openai.OpenAI) -> None:
+    chunks = _stream(
+        openai_client, stream_options={"include_usage": True, "continuous_usage_stats": True}
+    )
+    final = chunks[-1]
+    assert final.choices == []
+    assert final.usage.completion_tokens == 8
+    counts = [c.usage.completion_tokens for c in chunks]
+    assert counts == sorted(counts)
+    assert counts[0] == 0  # the role chunk
+    assert counts[-2] == 8  # the last content chunk
+    assert {c.usage.prompt_tokens for c in chunks} == {final.usage.prompt_tokens}
+    assert all(c.usage.total_tokens == c.usage.prompt_tokens + c.usage.completion_tokens
+               for c in chunks)
+
+
+def test_include_usage_alone_keeps_usage_null_until_the_end(openai_client: openai.OpenAI) -> None:
+    chunks = _stream(openai_client, stream_options={"include_usage": True})
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-1].usage.completion_tokens == 8
+
+
+def test_input_audio_is_refused(openai_client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(
+            model=MODEL, max_tokens=4,
+            messages=[{"role": "user", "content": [
+                {"type": "text", "text": "What is said?"},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            ]}],
+        )
+    error = info.value.body
+    assert error["message"] == (
+        "This servable does not support audio input, but input_audio has been provided"
+    )
+    assert error["param"] == "messages[0].content"
+
+
+@pytest.mark.parametrize("key", ["messages", "eos_token"])
+def test_reserved_chat_template_kwargs_are_refused(openai_client: openai.OpenAI, key: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=4,
+            extra_body={"chat_template_kwargs": {key: []}},
+        )
+    assert info.value.body["param"] == f"chat_template_kwargs.{key}"
+    assert f"chat_template_kwargs cannot contain '{key}'" in info.value.body["message"]
