@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from calculators.llm import chunks
 from calculators.llm.common import LLMNodeCalculator, TextChunk
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
@@ -15,11 +17,13 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     ``"usage": null`` and a final ``choices: []`` usage chunk when
     ``stream_options.include_usage`` is set; with ``continuous_usage_stats`` as well, every chunk
     carries the usage so far (vLLM's semantics). ``/completions`` streams ``text`` choices in
-    ``text_completion`` chunks and sends no role handshake.
+    ``text_completion`` chunks and sends no role handshake. A body on ``DIRECT`` (a tokenize
+    answer from the request node) goes out as it is.
 
     node {
       calculator: "OpenAIResponseCalculator"
       input_stream: "TEXT:text"
+      input_stream: "DIRECT:direct"
       output_stream: "HTTP_RESPONSE_PAYLOAD:output"
       node_options: {
         [type.googleapis.com/mediapipe.LLMCalculatorOptions]: { models_path: "./" }
@@ -28,7 +32,11 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     """
 
     IN = Input("TEXT", TextChunk)
+    DIRECT = Input("DIRECT", bytes, optional=True)
     OUT = Output("HTTP_RESPONSE_PAYLOAD", bytes)
+
+    # A tokenize answer on DIRECT must not wait for TEXT, which never comes for it.
+    INPUT_STREAM_HANDLER: ClassVar[str | None] = "ImmediateInputStreamHandler"
 
     def open(self, cc: CalculatorContext) -> None:
         """Nothing sent yet."""
@@ -38,7 +46,14 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
 
     def process(self, cc: CalculatorContext) -> None:
         """Emit the next SSE events, or the whole body once the answer is complete."""
-        chunk: TextChunk = self.IN(cc).get()
+        direct = self.DIRECT(cc)
+        if not direct.is_empty:  # answered without generation (tokenize)
+            self.OUT(cc).send(direct.get())
+            return
+        packet = self.IN(cc)
+        if packet.is_empty:  # a bound update (the immediate handler reports those too)
+            return
+        chunk: TextChunk = packet.get()
         ctx = chunk.context
         request = ctx.request
         model = request.model

@@ -8,7 +8,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import TINY_MODEL, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +124,87 @@ def test_reserved_chat_template_kwargs_are_refused(openai_client: openai.OpenAI,
         )
     assert info.value.body["param"] == f"chat_template_kwargs.{key}"
     assert f"chat_template_kwargs cannot contain '{key}'" in info.value.body["message"]
+
+
+# --- /v3/tokenize and /v1/tokenize ---------------------------------------------------------------
+
+
+def _genai_ids(text: str, **options: object) -> list[int]:
+    import openvino_genai as ov_genai
+
+    encoded = ov_genai.Tokenizer(str(TINY_MODEL)).encode([text], **options)
+    return [int(i) for i in encoded.input_ids.data[0]]
+
+
+@pytest.mark.parametrize("path", ["/v3/tokenize", "/v1/tokenize"])
+def test_tokenize_one_text(server: ServerProcess, path: str) -> None:
+    status, answer = server.post(path, {"model": MODEL, "text": "hello world"})
+    assert status == 200
+    assert answer == {"tokens": _genai_ids("hello world")}
+
+
+def test_tokenize_several_texts_unpadded(server: ServerProcess) -> None:
+    status, answer = server.post("/v3/tokenize", {"model": MODEL, "text": ["hello world", "a"]})
+    assert status == 200
+    assert answer == {"tokens": [_genai_ids("hello world"), _genai_ids("a")]}
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_tokenize_pads_and_truncates(server: ServerProcess, side: str) -> None:
+    body = {"model": MODEL, "text": ["hello world", "a"], "max_length": 3,
+            "pad_to_max_length": True, "padding_side": side}
+    status, answer = server.post("/v3/tokenize", body)
+    assert status == 200
+    long, short = answer["tokens"]
+    assert len(long) == len(short) == 3
+    pad = _genai_ids("", pad_to_max_length=True, max_length=1)[0]
+    assert (short[0] if side == "right" else short[-1]) == _genai_ids("a")[0]
+    assert (short[1:] if side == "right" else short[:-1]) == [pad, pad]
+    assert long == _genai_ids("hello world", max_length=3, truncation=True)
+    # without pad_to_max_length the padding is left out, max_length still truncates
+    status, answer = server.post("/v3/tokenize", {**body, "pad_to_max_length": False})
+    assert answer["tokens"] == [long, _genai_ids("a")]
+
+
+def test_tokenize_add_special_tokens_reaches_the_tokenizer(server: ServerProcess) -> None:
+    # Qwen2 tokenizers add no BOS/EOS, so both answers are equal; the flag is still checked.
+    for flag in (True, False):
+        status, answer = server.post(
+            "/v3/tokenize", {"model": MODEL, "text": "hello", "add_special_tokens": flag}
+        )
+        assert (status, answer) == (200, {"tokens": _genai_ids("hello", add_special_tokens=flag)})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message", "param"),
+    [
+        # no text
+        ({}, "text field is required", "text"),
+        # token ids: LLM tokenize takes strings only
+        ({"text": [1, 2]}, "Input should be string or array of strings", "text"),
+        # mixed array
+        ({"text": ["a", 1]}, "text must be homogeneous", "text"),
+        # max_length zero
+        ({"text": "a", "max_length": 0}, "max_length should be greater than 0", "max_length"),
+        # max_length negative
+        ({"text": "a", "max_length": -1}, "max_length should be unsigned integer", "max_length"),
+        # pad flag not boolean
+        ({"text": "a", "pad_to_max_length": 1}, "pad_to_max_length should be boolean",
+         "pad_to_max_length"),
+        # add_special_tokens not boolean
+        ({"text": "a", "add_special_tokens": "no"}, "add_special_tokens should be boolean",
+         "add_special_tokens"),
+        # padding side unknown
+        ({"text": "a", "padding_side": "top"}, "padding_side should be either left or right",
+         "padding_side"),
+        # a padded answer too large for the server
+        ({"text": ["a"] * 2, "max_length": 3_000_000, "pad_to_max_length": True},
+         "The padded answer would hold 6000000 tokens, more than the limit of 4194304; "
+         "lower max_length or send fewer texts", "max_length"),
+    ],
+)
+def test_tokenize_errors(server: ServerProcess, extra: dict, message: str, param: str) -> None:
+    status, answer = server.post("/v3/tokenize", {"model": MODEL, **extra})
+    assert status == 400
+    assert answer["error"]["message"] == message
+    assert answer["error"]["param"] == param
