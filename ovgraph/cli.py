@@ -60,6 +60,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    choices=["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--file_system_poll_wait_seconds", type=int, default=1)
     p.add_argument("--metrics_enable", action="store_true")
+    p.add_argument("--verbose_response", action="store_true",
+                   help="answers carry the templated prompt and raw output (__verbose)")
     p.add_argument("--source_model")
     p.add_argument("--model_repository_path", default=os.environ.get("OVMS_MODEL_REPOSITORY_PATH"))
     p.add_argument("--pull", action="store_true")
@@ -107,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "allow_credentials", "api_key_file", "metrics_enable", "tool_parser",
         "reasoning_parser", "enable_tool_guided_generation", "kv_cache_precision",
         "max_prompt_len", "grpc_max_threads", "max_queued_requests", "request_timeout",
+        "verbose_response",
     )
     settings = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "config_path", None):

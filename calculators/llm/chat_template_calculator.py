@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from calculators.llm.common import (
@@ -14,7 +15,7 @@ from calculators.llm.common import (
 from calculators.llm.errors import translate_error
 from calculators.llm.request_validation import ChatRequest
 from ovgraph.errors import InvalidParameterError
-from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
 
 _IMAGE_TAG = "<ov_genai_image_"
 #: genai's ``top_k`` for "no limit" (``SIZE_MAX``); the request says ``top_k: -1``.
@@ -36,6 +37,12 @@ class ChatTemplateCalculator(LLMNodeCalculator):
 
     IN = Input("REQUEST", RequestContext)
     OUT = Output("PROMPT", GenerationInput)
+
+    @classmethod
+    def create_node_resources(cls, spec: NodeSpec, settings: Mapping[str, Any]) -> Any:
+        """Refuse template options this node cannot honour, then load the servable."""
+        check_chat_template_mode(spec.options)
+        return super().create_node_resources(spec, settings)
 
     def process(self, cc: CalculatorContext) -> None:
         """Template, count, check against the context length, configure sampling."""
@@ -78,6 +85,26 @@ class ChatTemplateCalculator(LLMNodeCalculator):
             )
         except Exception as exc:
             raise translate_error(exc) from exc
+
+
+def check_chat_template_mode(options: Any) -> None:
+    """``chat_template_mode``: MINJA (genai's renderer) is what this node does; JINJA is refused.
+
+    OVMS's JINJA mode renders with Python Jinja2, which this server does not ship.
+
+    Raises:
+        ValueError: the options ask for JINJA.
+    """
+    if not options.HasField("chat_template_mode"):
+        return
+    mode = options.DESCRIPTOR.fields_by_name["chat_template_mode"].enum_type.values_by_number[
+        options.chat_template_mode
+    ].name
+    if mode != "MINJA":
+        raise ValueError(
+            f"chat_template_mode: {mode} is not supported: chat templates are rendered by "
+            "openvino_genai (MINJA); remove the option or set it to MINJA"
+        )
 
 
 def _count_tokens(servable: Any, prompt: str, context: RequestContext) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "sse_text_chunk",
     "sse_usage_chunk",
     "unary_chat_body",
+    "with_verbose",
 ]
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -277,6 +278,20 @@ def sse_usage_chunk(
             "usage": usage.to_dict(),
         }
     )
+
+
+def with_verbose(body: bytes, prompt: str, content: str) -> bytes:
+    """Add OVMS's ``--verbose_response`` object as the last key of a body or ``data:`` event.
+
+    ``"__verbose": {"prompt": <templated prompt>, "content": <raw output, special tokens
+    kept>}``; streams carry it on the chunk with the ``finish_reason``.
+    """
+    extra = b',"__verbose":' + _dumps({"prompt": prompt, "content": content})
+    if body.startswith(b"data: ") and body.endswith(b"}\n\n"):
+        return body[:-3] + extra + b"}\n\n"
+    if not body.endswith(b"}"):
+        raise ValueError("not a JSON object body")
+    return body[:-1] + extra + b"}"
 
 
 def _bound(text: str, limit: int) -> str:

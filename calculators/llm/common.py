@@ -33,6 +33,8 @@ class LLMResources:
     servable: Servable
     image_policy: ImagePolicy
     options: Any
+    #: ``--verbose_response``: answers carry the prompt and the raw output (``__verbose``).
+    verbose_response: bool = False
 
     def health(self) -> str | None:
         """The servable's engine trouble, if any (see ``GraphDefinition.health``)."""

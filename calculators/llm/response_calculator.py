@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from calculators.llm import chunks
-from calculators.llm.common import LLMNodeCalculator, TextChunk
-from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from calculators.llm.common import LLMNodeCalculator, LLMResources, TextChunk
+from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
 
 
 class OpenAIResponseCalculator(LLMNodeCalculator):
@@ -18,7 +19,9 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     ``stream_options.include_usage`` is set; with ``continuous_usage_stats`` as well, every chunk
     carries the usage so far (vLLM's semantics). ``/completions`` streams ``text`` choices in
     ``text_completion`` chunks and sends no role handshake. A body on ``DIRECT`` (a tokenize
-    answer from the request node) goes out as it is.
+    answer from the request node) goes out as it is. With ``--verbose_response`` the body, or
+    the chunk with the ``finish_reason``, ends with OVMS's ``"__verbose": {"prompt", "content"}``
+    (templated prompt, raw output with special tokens).
 
     node {
       calculator: "OpenAIResponseCalculator"
@@ -38,9 +41,17 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     # A tokenize answer on DIRECT must not wait for TEXT, which never comes for it.
     INPUT_STREAM_HANDLER: ClassVar[str | None] = "ImmediateInputStreamHandler"
 
+    @classmethod
+    def create_node_resources(cls, spec: NodeSpec, settings: Mapping[str, Any]) -> Any:
+        """The shared servable plus the server's ``--verbose_response`` flag."""
+        resources: LLMResources = super().create_node_resources(spec, settings)
+        resources.verbose_response = bool(settings.get("verbose_response"))
+        return resources
+
     def open(self, cc: CalculatorContext) -> None:
         """Nothing sent yet."""
         self.parts: list[str] = []
+        self.ids: list[int] = []
         self.sent_any = False
         self.completion_tokens = 0
 
@@ -57,6 +68,7 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         ctx = chunk.context
         request = ctx.request
         model = request.model
+        self.ids.extend(chunk.ids)
         if not request.stream:
             self.parts.append(chunk.text)
             if chunk.finished:
@@ -66,7 +78,8 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
                     else chunks.unary_chat_body
                 )
                 choices = [("".join(self.parts), chunk.finish_reason or "stop")]
-                self.OUT(cc).send(encode(model, ctx.request_id, ctx.created, choices, usage))
+                body = encode(model, ctx.request_id, ctx.created, choices, usage)
+                self.OUT(cc).send(self._verbose(cc, chunk, body))
             return
         events: list[bytes] = []
         completions = request.endpoint == "completions"
@@ -81,13 +94,12 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
             )
         if chunk.text or chunk.finished:
             encode_chunk = chunks.sse_text_chunk if completions else chunks.sse_content_chunk
-            events.append(
-                encode_chunk(
-                    model, ctx.request_id, ctx.created, chunk.text,
-                    (chunk.finish_reason or "stop") if chunk.finished else None,
-                    request.include_usage, usage=usage,
-                )
+            event = encode_chunk(
+                model, ctx.request_id, ctx.created, chunk.text,
+                (chunk.finish_reason or "stop") if chunk.finished else None,
+                request.include_usage, usage=usage,
             )
+            events.append(self._verbose(cc, chunk, event))
         if chunk.finished:
             if request.include_usage and chunk.usage is not None:
                 events.append(
@@ -99,6 +111,14 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         if events:
             self.sent_any = True
             self.OUT(cc).send(b"".join(events))
+
+    def _verbose(self, cc: CalculatorContext, chunk: TextChunk, body: bytes) -> bytes:
+        """With ``--verbose_response``, the last body or chunk shows the prompt and raw output."""
+        resources: LLMResources = cc.resources
+        if not (chunk.finished and resources.verbose_response):
+            return body
+        raw = resources.servable.tokenizer.decode(self.ids, skip_special_tokens=False)
+        return chunks.with_verbose(body, chunk.context.prompt, str(raw))
 
     def _running_usage(self, chunk: TextChunk) -> chunks.Usage | None:
         """Usage so far, for ``continuous_usage_stats`` (with ``include_usage``) only."""

@@ -5,6 +5,12 @@ Each test shows a field's effect (or its refusal) on the default tiny fixture se
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -208,3 +214,87 @@ def test_tokenize_errors(server: ServerProcess, extra: dict, message: str, param
     assert status == 400
     assert answer["error"]["message"] == message
     assert answer["error"]["param"] == param
+
+
+# --- --verbose_response ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def verbose_server() -> Iterator[ServerProcess]:
+    proc = ServerProcess(["--verbose_response"]).wait_ready()
+    yield proc
+    proc.stop()
+
+
+def _templated_hello() -> str:
+    import openvino_genai as ov_genai
+
+    return str(
+        ov_genai.Tokenizer(str(TINY_MODEL)).apply_chat_template(HELLO, add_generation_prompt=True)
+    )
+
+
+def test_verbose_response_shows_prompt_and_raw_output(verbose_server: ServerProcess) -> None:
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 0,
+            "skip_special_tokens": False}
+    status, answer = verbose_server.post("/v3/chat/completions", body)
+    assert status == 200
+    assert list(answer)[-1] == "__verbose"
+    assert answer["__verbose"] == {
+        "prompt": _templated_hello(),
+        "content": answer["choices"][0]["message"]["content"],
+    }
+
+
+def test_verbose_response_on_the_last_streamed_chunk(verbose_server: ServerProcess) -> None:
+    client = openai.OpenAI(base_url=verbose_server.url + "/v3", api_key="-", max_retries=0)
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, temperature=0, stream=True,
+    ))
+    verbose = [c.model_extra.get("__verbose") for c in chunks]
+    assert verbose[:-1] == [None] * (len(chunks) - 1)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert verbose[-1]["prompt"] == _templated_hello()
+    assert verbose[-1]["content"]
+
+
+def test_no_verbose_without_the_flag(server: ServerProcess) -> None:
+    status, answer = server.post(
+        "/v3/chat/completions", {"model": MODEL, "messages": HELLO, "max_tokens": 2}
+    )
+    assert status == 200
+    assert "__verbose" not in answer
+
+
+# --- graph options refused at load ----------------------------------------------------------------
+
+
+def graph_load_error(folder: Path, option: str) -> str:
+    """Serve the tiny model through a graph with one more option; return the load error."""
+    text = (TINY_MODEL / "graph.pbtxt").read_text().replace(
+        'models_path: "./",', f'models_path: "{TINY_MODEL}",\n          {option},'
+    )
+    assert option in text
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "graph.pbtxt").write_text(text)
+    proc = ServerProcess(["--model_path", str(folder), "--model_name", "g"])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                _, raw = proc.get("/v1/config")
+                state = json.loads(raw)["g"]["model_version_status"][0]
+                if state["state"] == "AVAILABLE":
+                    return ""
+                if state["status"]["error_message"] != "OK":
+                    return str(state["status"]["error_message"])
+            time.sleep(0.2)
+        raise TimeoutError(proc.logs())
+    finally:
+        proc.stop()
+
+
+def test_chat_template_mode_jinja_is_refused_at_load(tmp_path: Path) -> None:
+    error = graph_load_error(tmp_path / "jinja", "chat_template_mode: JINJA")
+    assert "chat_template_mode: JINJA is not supported" in error
+    assert graph_load_error(tmp_path / "minja", "chat_template_mode: MINJA") == ""
