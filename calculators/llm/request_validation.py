@@ -15,7 +15,10 @@ signed 32-bit range is not a "valid number" for float fields. Deliberate additio
 * the model's own vision tokens (e.g. ``<|image_pad|>``) are rejected in message text like
   ``<ov_genai_image_`` is;
 * NaN and infinities are rejected wherever a number is expected;
-* ``content`` of a type other than string, array or null is rejected (OVMS drops it silently).
+* ``content`` of a type other than string, array or null is rejected (OVMS drops it silently);
+* the fields OVMS documents as unsupported (``logit_bias``, ``functions``, vLLM's
+  ``stop_token_ids``, ``min_tokens``, …; `UNSUPPORTED_FIELDS`) are refused when set to a value
+  that would matter (OVMS ignores them).
 
 Nothing here imports openvino; images are only collected (their URLs), never decoded.
 """
@@ -25,12 +28,20 @@ from __future__ import annotations
 import copy
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ovgraph.errors import InvalidParameterError
 
-__all__ = ["DEFAULT_RESTRICTED_TOKENS", "ChatRequest", "RequestLimits", "parse_chat_request"]
+__all__ = [
+    "DEFAULT_RESTRICTED_TOKENS",
+    "METADATA_FIELDS",
+    "UNSUPPORTED_FIELDS",
+    "ChatRequest",
+    "RequestLimits",
+    "parse_chat_request",
+]
 
 IMAGE_TAG_PREFIX = "<ov_genai_image_"
 RESTRICTED_TAG_MESSAGE = "Message contains restricted <ov_genai_image> tag"
@@ -56,6 +67,31 @@ _CHAT_FIELDS = _COMMON_FIELDS | {
     "chat_template_kwargs",
 }  # fmt: skip
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt", "echo"}
+
+#: Fields OVMS documents as unsupported (from OpenAI's and vLLM's APIs): refused when their value
+#: would change the answer, since it cannot; a neutral value (null, empty, the default) passes.
+UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "logit_bias": (bool, "logit_bias is not supported"),
+    "functions": (bool, "functions is not supported; use tools"),
+    "function_call": (
+        lambda v: v not in (None, "none"), "function_call is not supported; use tool_choice"
+    ),
+    "use_beam_search": (
+        lambda v: v is True, "use_beam_search is not supported; set best_of for beam search"
+    ),
+    "early_stopping": (lambda v: v not in (None, False), "early_stopping is not supported"),
+    "stop_token_ids": (bool, "stop_token_ids is not supported; use stop"),
+    "min_tokens": (lambda v: v not in (None, 0), "min_tokens is not supported"),
+    "prompt_logprobs": (lambda v: v is not None, "prompt_logprobs is not supported"),
+    "detokenize": (lambda v: v is False, "detokenize: false is not supported"),
+    "spaces_between_special_tokens": (
+        lambda v: v is False, "spaces_between_special_tokens: false is not supported"
+    ),
+    "logits_processors": (bool, "logits_processors is not supported"),
+    "truncate_prompt_tokens": (lambda v: v is not None, "truncate_prompt_tokens is not supported"),
+}
+#: Accepted, with no effect on the answer by definition (OpenAI: an end-user id for monitoring).
+METADATA_FIELDS = frozenset({"user"})
 _MESSAGE_STRING_KEYS = ("role", "content", "tool_call_id", "name", "reasoning_content")
 #: Template variables the server sets itself; a request may not override them.
 RESERVED_TEMPLATE_KWARGS = ("messages", "tools", "bos_token", "eos_token", "pad_token")
@@ -232,8 +268,16 @@ def parse_chat_request(
     else:
         _parse_completions(body, req)
         known = _COMPLETIONS_FIELDS
+    _refuse_unsupported(body)
+    known = known | METADATA_FIELDS | UNSUPPORTED_FIELDS.keys()
     req.ignored_fields = [key for key in body if key not in known]
     return req
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for name, (matters, message) in UNSUPPORTED_FIELDS.items():
+        if name in body and matters(body[name]):
+            raise _fail(message, name)
 
 
 def _parse_common(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -> None:

@@ -137,6 +137,29 @@ def test_generation_config_top_k_and_seed() -> None:
     assert config_for(temperature=0).rng_seed == 0  # greedy: no seed needed
 
 
+def test_scheduler_options_reach_genai() -> None:
+    from calculators.llm.common import LLMCalculatorOptions
+    from calculators.llm.servable import ServableKey, build_scheduler_config
+
+    options = LLMCalculatorOptions(
+        models_path=str(TINY_MODEL), cache_size=2, max_num_seqs=7, max_num_batched_tokens=333,
+        dynamic_split_fuse=True, enable_prefix_caching=True, device="CPU",
+        pipeline_type=LLMCalculatorOptions.VLM, plugin_config='{"NUM_STREAMS": 1}',
+    )
+    key = ServableKey.from_options(options, None)
+    assert (key.pipeline_type, key.device) == ("VLM", "CPU")
+    assert key.plugin_config == '{"NUM_STREAMS": 1}'
+    scheduler = build_scheduler_config(key, max_length=100)
+    assert scheduler.cache_size == 2
+    assert scheduler.max_num_seqs == 7
+    assert scheduler.max_num_batched_tokens == 333
+    assert scheduler.dynamic_split_fuse
+    assert scheduler.enable_prefix_caching
+    options.dynamic_split_fuse = False  # without split-fuse a whole prompt must fit in a batch
+    whole = build_scheduler_config(ServableKey.from_options(options, None), 1000)
+    assert whole.max_num_batched_tokens == 1000
+
+
 def test_genai_errors_are_translated() -> None:
     aspect = translate_error(RuntimeError("Absolute aspect ratio must be smaller than 200, got"))
     assert isinstance(aspect, InvalidParameterError)

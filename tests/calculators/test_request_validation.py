@@ -952,9 +952,50 @@ def test_images_at_limit_accepted() -> None:
 
 def test_unknown_fields_are_reported_not_rejected() -> None:
     req = parse(chat(user="u", top_logprobs=2, logit_bias={}, prompt="p", foo=None))
-    assert req.ignored_fields == ["user", "top_logprobs", "logit_bias", "prompt", "foo"]
+    # user is metadata and an empty logit_bias is neutral: neither is reported
+    assert req.ignored_fields == ["top_logprobs", "prompt", "foo"]
     req = parse(completion(messages=[], tools=1, max_completion_tokens="x"), "completions")
     assert req.ignored_fields == ["messages", "tools", "max_completion_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # OpenAI fields OVMS does not support
+        ("logit_bias", {"50": 10}, "logit_bias is not supported"),
+        ("functions", [{"name": "f"}], "functions is not supported; use tools"),
+        ("function_call", "auto", "function_call is not supported; use tool_choice"),
+        # vLLM extensions OVMS does not support
+        ("use_beam_search", True, "use_beam_search is not supported; set best_of for beam search"),
+        ("stop_token_ids", [5], "stop_token_ids is not supported; use stop"),
+        ("min_tokens", 3, "min_tokens is not supported"),
+        ("prompt_logprobs", 1, "prompt_logprobs is not supported"),
+        ("detokenize", False, "detokenize: false is not supported"),
+        ("truncate_prompt_tokens", 10, "truncate_prompt_tokens is not supported"),
+    ],
+)
+def test_unsupported_fields_with_an_effect_are_refused(
+    field: str, value: object, message: str
+) -> None:
+    bodies = {"chat": chat(**{field: value}), "completions": completion(**{field: value})}
+    for endpoint, body in bodies.items():
+        with pytest.raises(InvalidParameterError) as info:
+            parse(body, endpoint)
+        assert (str(info.value), info.value.param) == (message, field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("logit_bias", None),  # null
+        ("stop_token_ids", []),  # empty
+        ("min_tokens", 0),  # the default
+        ("detokenize", True),  # the default
+        ("use_beam_search", False),  # off
+    ],
+)
+def test_unsupported_fields_with_neutral_values_pass(field: str, value: object) -> None:
+    assert parse(chat(**{field: value})).ignored_fields == []
 
 
 def test_completions_request() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import TINY_MODEL, ServerProcess
+from tests.conftest import REPO, TINY_MODEL, ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -269,15 +270,28 @@ def test_no_verbose_without_the_flag(server: ServerProcess) -> None:
 # --- graph options refused at load ----------------------------------------------------------------
 
 
-def graph_load_error(folder: Path, option: str) -> str:
-    """Serve the tiny model through a graph with one more option; return the load error."""
-    text = (TINY_MODEL / "graph.pbtxt").read_text().replace(
-        'models_path: "./",', f'models_path: "{TINY_MODEL}",\n          {option},'
+def write_graph(folder: Path, option: str) -> Path:
+    """The tiny model's graph with ``option`` (``name: value, …``) over its node options."""
+    options = {"models_path": f'"{TINY_MODEL}"', "device": '"CPU"', "cache_size": "0"}
+    for item in re.split(r",\s*(?=\w+:)", option):
+        name, value = item.split(":", 1)
+        options[name.strip()] = value.strip()
+    body = ",\n".join(f"          {name}: {value}" for name, value in options.items())
+    text = re.sub(
+        r"(mediapipe\.LLMCalculatorOptions\]: \{\n).*?(\n\s*\}\n\s*\})",
+        lambda m: m.group(1) + body + m.group(2),
+        (TINY_MODEL / "graph.pbtxt").read_text(),
+        count=1,
+        flags=re.S,
     )
-    assert option in text
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "graph.pbtxt").write_text(text)
-    proc = ServerProcess(["--model_path", str(folder), "--model_name", "g"])
+    return folder
+
+
+def graph_load_error(folder: Path, option: str) -> str:
+    """Serve the tiny model through a graph with one more option; return the load error."""
+    proc = ServerProcess(["--model_path", str(write_graph(folder, option)), "--model_name", "g"])
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -298,3 +312,135 @@ def test_chat_template_mode_jinja_is_refused_at_load(tmp_path: Path) -> None:
     error = graph_load_error(tmp_path / "jinja", "chat_template_mode: JINJA")
     assert "chat_template_mode: JINJA is not supported" in error
     assert graph_load_error(tmp_path / "minja", "chat_template_mode: MINJA") == ""
+
+
+# --- sampling and length fields: each changes the answer -----------------------------------------
+
+
+def _greedy(server: ServerProcess, **extra: object) -> dict:
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 16, "temperature": 0, **extra}
+    status, answer = server.post("/v3/chat/completions", body)
+    assert status == 200, answer
+    return answer
+
+
+def _text(answer: dict) -> str:
+    return str(answer["choices"][0]["message"]["content"])
+
+
+def test_temperature_samples(server: ServerProcess) -> None:
+    greedy = _text(_greedy(server))
+    assert _text(_greedy(server)) == greedy
+    assert _text(_greedy(server, temperature=2.0, seed=1)) != greedy
+
+
+@pytest.mark.parametrize(
+    "narrow",
+    [
+        {"top_p": 0.001},  # only the most likely token is left
+        {"top_k": 1},  # same
+    ],
+)
+def test_narrow_sampling_is_greedy(server: ServerProcess, narrow: dict) -> None:
+    greedy = _text(_greedy(server))
+    sampled = _text(_greedy(server, temperature=2.0, seed=1))
+    assert sampled != greedy
+    assert _text(_greedy(server, temperature=2.0, seed=1, **narrow)) == greedy
+
+
+def test_min_p_filters_candidates(server: ServerProcess) -> None:
+    sampled = _text(_greedy(server, temperature=2.0, seed=1))
+    assert _text(_greedy(server, temperature=2.0, seed=1, min_p=0.99)) != sampled
+
+
+@pytest.mark.parametrize(
+    "penalty",
+    [
+        {"frequency_penalty": 2.0},
+        {"presence_penalty": 2.0},
+        {"repetition_penalty": 0.5},  # below 1 favours repeats
+    ],
+)
+def test_penalties_change_the_answer(server: ServerProcess, penalty: dict) -> None:
+    assert _text(_greedy(server, **penalty)) != _text(_greedy(server))
+
+
+def test_stop_and_include_stop_str_in_output(server: ServerProcess) -> None:
+    greedy = _text(_greedy(server))
+    stop = greedy[8:11]
+    stopped = _greedy(server, stop=[stop])
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert greedy.startswith(_text(stopped))
+    assert stop not in _text(stopped)
+    assert len(_text(stopped)) < greedy.index(stop) + len(stop)
+    included = _text(_greedy(server, stop=stop, include_stop_str_in_output=True))
+    assert greedy.startswith(included)
+    assert stop in included
+    assert len(included) < len(greedy)
+
+
+def test_skip_special_tokens(server: ServerProcess) -> None:
+    # Seed 1 samples a special token (<|object_ref_start|>) within 64 tokens.
+    body = {"temperature": 2.0, "top_k": -1, "seed": 1, "max_tokens": 64}
+    kept = _text(_greedy(server, skip_special_tokens=False, **body))
+    skipped = _text(_greedy(server, **body))
+    assert "<|object_ref_start|>" in kept
+    assert "<|" not in skipped
+    assert kept.replace("<|object_ref_start|>", "").startswith(skipped[:10])
+
+
+def test_add_generation_prompt_false(server: ServerProcess) -> None:
+    usage = _greedy(server)["usage"]
+    without = _greedy(server, chat_template_kwargs={"add_generation_prompt": False})["usage"]
+    assert without["prompt_tokens"] == usage["prompt_tokens"] - 5  # "<|im_start|>assistant\n"
+
+
+def test_ignore_eos_runs_to_max_tokens() -> None:
+    # The trained demo model answers in a few tokens and ends with EOS.
+    proc = ServerProcess([], default_model=REPO / "graphs" / "qwen2vl-shapes").wait_ready()
+    try:
+        body = {"model": "qwen2vl-shapes", "max_tokens": 24, "temperature": 0,
+                "messages": [{"role": "user", "content": "What shape is in the picture?"}]}
+        status, ended = proc.post("/v3/chat/completions", body)
+        assert status == 200
+        assert ended["choices"][0]["finish_reason"] == "stop"
+        assert ended["usage"]["completion_tokens"] < 24
+        status, forced = proc.post("/v3/chat/completions", {**body, "ignore_eos": True})
+        assert forced["choices"][0]["finish_reason"] == "length"
+        assert forced["usage"]["completion_tokens"] == 24
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        # a folder that does not exist
+        ('models_path: "/nonexistent/model"', "models_path does not exist: /nonexistent/model"),
+        # a device OpenVINO does not know
+        ('device: "NOPE"', "NOPE"),
+        # plugin_config that is not JSON
+        ("plugin_config: '{not json'", "plugin_config is not valid JSON"),
+    ],
+)
+def test_servable_options_reach_the_pipeline(tmp_path: Path, option: str, error: str) -> None:
+    assert error in graph_load_error(tmp_path, option)
+
+
+def test_graph_request_limits(tmp_path: Path) -> None:
+    folder = write_graph(tmp_path, "best_of_limit: 2, max_tokens_limit: 5")
+    proc = ServerProcess(["--model_path", str(folder), "--model_name", "g"]).wait_ready()
+    try:
+        status, answer = proc.post("/v3/chat/completions", {"model": "g", "messages": HELLO})
+        assert status == 200
+        assert answer["usage"]["completion_tokens"] == 5  # max_tokens_limit is the default
+        for extra, message in (
+            ({"max_tokens": 5}, "max_tokens exceeds limit provided in graph config: 5"),
+            ({"best_of": 2}, "best_of exceeds limit provided in graph config: 2"),
+        ):
+            status, answer = proc.post(
+                "/v3/chat/completions", {"model": "g", "messages": HELLO, **extra}
+            )
+            assert (status, answer["error"]["message"]) == (400, message)
+    finally:
+        proc.stop()
