@@ -88,6 +88,7 @@ UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is False, "spaces_between_special_tokens: false is not supported"
     ),
     "logits_processors": (bool, "logits_processors is not supported"),
+    "suffix": (bool, "suffix is not supported"),
     "truncate_prompt_tokens": (lambda v: v is not None, "truncate_prompt_tokens is not supported"),
 }
 #: Accepted, with no effect on the answer by definition (OpenAI: an end-user id for monitoring).

@@ -972,6 +972,8 @@ def test_unknown_fields_are_reported_not_rejected() -> None:
         ("prompt_logprobs", 1, "prompt_logprobs is not supported"),
         ("detokenize", False, "detokenize: false is not supported"),
         ("truncate_prompt_tokens", 10, "truncate_prompt_tokens is not supported"),
+        # OpenAI completions insertion
+        ("suffix", "end", "suffix is not supported"),
     ],
 )
 def test_unsupported_fields_with_an_effect_are_refused(
