@@ -50,6 +50,12 @@ class ChatTemplateCalculator(LLMNodeCalculator):
         resources: LLMResources = cc.resources
         servable = resources.servable
         request = context.request
+        if request.logprobs and servable.pipeline_type in ("LM", "VLM"):
+            raise InvalidParameterError(
+                "logprobs are not supported by the LM and VLM pipelines; serve the model as "
+                "LM_CB or VLM_CB",
+                param="logprobs",
+            )
         prompt = self._prompt(servable.tokenizer, request)
         prompt_tokens = _count_tokens(servable, prompt, context)
         limit = servable.max_length

@@ -22,8 +22,11 @@ from typing import Any
 __all__ = [
     "MAX_ERROR_MESSAGE_CHARS",
     "SSE_DONE",
+    "TokenLogprob",
     "Usage",
+    "chat_logprobs",
     "completion_body",
+    "completion_logprobs",
     "new_request_id",
     "openai_error_body",
     "sse_content_chunk",
@@ -43,8 +46,13 @@ _TEXT_OBJECT = "text_completion"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: One choice of a unary response: generated text and finish reason (``stop``, ``length``,
-#: ``tool_calls``; None is written as ``null``).
-Choice = tuple[str, str | None]
+#: ``tool_calls``; None is written as ``null``), optionally followed by its ``logprobs`` object
+#: (`chat_logprobs`, `completion_logprobs`).
+Choice = tuple[str, str | None] | tuple[str, str | None, dict[str, Any] | None]
+#: One generated token for ``logprobs``: its bytes and its log probability.
+TokenLogprob = tuple[bytes, float]
+#: What OpenAI-compatible servers write for a log probability of minus infinity (vLLM's value).
+_MIN_LOGPROB = -9999.0
 
 
 @dataclass(frozen=True)
@@ -106,17 +114,17 @@ def unary_chat_body(
         {
             "choices": [
                 {
-                    "finish_reason": finish_reason,
+                    "finish_reason": choice[1],
                     "index": index,
-                    "logprobs": None,
+                    "logprobs": _choice_logprobs(choice),
                     "message": {
-                        "content": text,
+                        "content": choice[0],
                         "refusal": None,
                         "role": "assistant",
                         "tool_calls": [],
                     },
                 }
-                for index, (text, finish_reason) in enumerate(choices)
+                for index, choice in enumerate(choices)
             ],
             "created": created,
             "id": request_id,
@@ -138,8 +146,13 @@ def completion_body(
     return _dumps(
         {
             "choices": [
-                {"finish_reason": finish_reason, "index": index, "logprobs": None, "text": text}
-                for index, (text, finish_reason) in enumerate(choices)
+                {
+                    "finish_reason": choice[1],
+                    "index": index,
+                    "logprobs": _choice_logprobs(choice),
+                    "text": choice[0],
+                }
+                for index, choice in enumerate(choices)
             ],
             "created": created,
             "id": request_id,
@@ -148,6 +161,61 @@ def completion_body(
             "usage": usage.to_dict(),
         }
     )
+
+
+def _choice_logprobs(choice: Choice) -> dict[str, Any] | None:
+    return choice[2] if len(choice) > 2 else None  # type: ignore[misc]
+
+
+def _logprob(value: float) -> float:
+    """A finite JSON number: -inf becomes `_MIN_LOGPROB`, a positive rounding error 0."""
+    if value != value:  # NaN
+        return _MIN_LOGPROB
+    return min(0.0, max(_MIN_LOGPROB, float(value)))
+
+
+def _token_text(piece: bytes) -> str:
+    return piece.decode("utf-8", "replace")
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``.
+
+    ``bytes`` are the token's own UTF-8 bytes (a token may hold part of a character, which its
+    ``token`` text shows as U+FFFD); ``top_logprobs`` is empty (genai reports the chosen token).
+    """
+    return {
+        "content": [
+            {
+                "token": _token_text(piece),
+                "logprob": _logprob(value),
+                "bytes": list(piece),
+                "top_logprobs": [],
+            }
+            for piece, value in tokens
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's legacy ``/completions`` ``logprobs``.
+
+    ``tokens``, ``token_logprobs``, ``top_logprobs`` (the chosen token only, as OVMS) and
+    ``text_offset``: each token's character offset in the generated text.
+    """
+    texts = [_token_text(piece) for piece, _ in tokens]
+    offsets: list[int] = []
+    consumed = b""
+    for piece, _ in tokens:
+        offsets.append(len(consumed.decode("utf-8", "replace")))
+        consumed += piece
+    return {
+        "tokens": texts,
+        "token_logprobs": [_logprob(value) for _, value in tokens],
+        "top_logprobs": [{text: _logprob(value)} for text, (_, value) in zip(texts, tokens)],
+        "text_offset": offsets,
+    }
 
 
 def sse_role_chunk(

@@ -98,6 +98,8 @@ class TextChunk:
     usage: Usage | None = None
     #: The token ids this text was decoded from.
     ids: list[int] = field(default_factory=list)
+    #: ``(token bytes, log probability)`` per id, when the request asked for ``logprobs``.
+    token_logprobs: list[tuple[bytes, float]] | None = None
 
 
 class LLMNodeCalculator(Calculator):

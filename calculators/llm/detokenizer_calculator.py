@@ -301,8 +301,27 @@ class DetokenizerCalculator(LLMNodeCalculator):
         text = self.decoder.add(chunk.ids)
         if chunk.finished:
             text += self.decoder.flush()
-        self.OUT(cc).send(
-            TextChunk(
-                chunk.context, text, chunk.finished, chunk.finish_reason, chunk.usage, chunk.ids
-            )
+        out = TextChunk(
+            chunk.context, text, chunk.finished, chunk.finish_reason, chunk.usage, chunk.ids
         )
+        if chunk.logprobs is not None:
+            out.token_logprobs = self._token_logprobs(cc, chunk)
+        self.OUT(cc).send(out)
+
+    @staticmethod
+    def _token_logprobs(cc: CalculatorContext, chunk: TokenChunk) -> list[tuple[bytes, float]]:
+        """Each id's own bytes (byte-level table, else genai's decode) with its logprob."""
+        assert chunk.logprobs is not None
+        if len(chunk.logprobs) != len(chunk.ids):
+            raise RuntimeError(
+                f"{len(chunk.logprobs)} logprobs for {len(chunk.ids)} generated tokens"
+            )
+        servable = cc.resources.servable
+        skip = chunk.context.request.skip_special_tokens
+        table = byte_level_table(servable.models_dir, servable.tokenizer)
+        pieces = [
+            table.to_bytes([i], skip) if table is not None
+            else str(servable.tokenizer.decode([i], skip_special_tokens=skip)).encode()
+            for i in chunk.ids
+        ]
+        return list(zip(pieces, chunk.logprobs, strict=True))

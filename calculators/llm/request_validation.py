@@ -72,6 +72,10 @@ _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt", "echo"}
 #: would change the answer, since it cannot; a neutral value (null, empty, the default) passes.
 UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "logit_bias": (bool, "logit_bias is not supported"),
+    "top_logprobs": (
+        lambda v: v not in (None, 0),
+        "top_logprobs is not supported: openvino_genai reports the chosen token's logprob only",
+    ),
     "functions": (bool, "functions is not supported; use tools"),
     "function_call": (
         lambda v: v not in (None, "none"), "function_call is not supported; use tool_choice"

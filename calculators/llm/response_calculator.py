@@ -21,7 +21,9 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     ``text_completion`` chunks and sends no role handshake. A body on ``DIRECT`` (a tokenize
     answer from the request node) goes out as it is. With ``--verbose_response`` the body, or
     the chunk with the ``finish_reason``, ends with OVMS's ``"__verbose": {"prompt", "content"}``
-    (templated prompt, raw output with special tokens).
+    (templated prompt, raw output with special tokens). ``logprobs`` (unary) are written in
+    OpenAI's shape: ``choices[].logprobs.content[]`` for chat, ``tokens`` / ``token_logprobs`` /
+    ``top_logprobs`` / ``text_offset`` for ``/completions``.
 
     node {
       calculator: "OpenAIResponseCalculator"
@@ -52,6 +54,7 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         """Nothing sent yet."""
         self.parts: list[str] = []
         self.ids: list[int] = []
+        self.token_logprobs: list[chunks.TokenLogprob] = []
         self.sent_any = False
         self.completion_tokens = 0
 
@@ -71,13 +74,18 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         self.ids.extend(chunk.ids)
         if not request.stream:
             self.parts.append(chunk.text)
+            self.token_logprobs.extend(chunk.token_logprobs or ())
             if chunk.finished:
                 usage = chunk.usage or chunks.Usage(0, 0)
-                encode = (
-                    chunks.completion_body if request.endpoint == "completions"
-                    else chunks.unary_chat_body
-                )
-                choices = [("".join(self.parts), chunk.finish_reason or "stop")]
+                completions = request.endpoint == "completions"
+                encode = chunks.completion_body if completions else chunks.unary_chat_body
+                logprobs = None
+                if request.logprobs:
+                    encode_logprobs = (
+                        chunks.completion_logprobs if completions else chunks.chat_logprobs
+                    )
+                    logprobs = encode_logprobs(self.token_logprobs)
+                choices = [("".join(self.parts), chunk.finish_reason or "stop", logprobs)]
                 body = encode(model, ctx.request_id, ctx.created, choices, usage)
                 self.OUT(cc).send(self._verbose(cc, chunk, body))
             return

@@ -951,9 +951,9 @@ def test_images_at_limit_accepted() -> None:
 
 
 def test_unknown_fields_are_reported_not_rejected() -> None:
-    req = parse(chat(user="u", top_logprobs=2, logit_bias={}, prompt="p", foo=None))
+    req = parse(chat(user="u", service_tier="x", logit_bias={}, prompt="p", foo=None))
     # user is metadata and an empty logit_bias is neutral: neither is reported
-    assert req.ignored_fields == ["top_logprobs", "prompt", "foo"]
+    assert req.ignored_fields == ["service_tier", "prompt", "foo"]
     req = parse(completion(messages=[], tools=1, max_completion_tokens="x"), "completions")
     assert req.ignored_fields == ["messages", "tools", "max_completion_tokens"]
 
@@ -963,6 +963,8 @@ def test_unknown_fields_are_reported_not_rejected() -> None:
     [
         # OpenAI fields OVMS does not support
         ("logit_bias", {"50": 10}, "logit_bias is not supported"),
+        ("top_logprobs", 2,
+         "top_logprobs is not supported: openvino_genai reports the chosen token's logprob only"),
         ("functions", [{"name": "f"}], "functions is not supported; use tools"),
         ("function_call", "auto", "function_call is not supported; use tool_choice"),
         # vLLM extensions OVMS does not support

@@ -96,8 +96,6 @@ PENDING_ENGINE: dict[str, str] = {
     "n": "n choices",
     "best_of": "beam search: all beams read, n returned",
     "length_penalty": "beam search scoring (best_of)",
-    "logprobs": "generated token logprobs",
-    "top_logprobs": "more than one logprob per token",
     "echo": "prompt and its logprobs (/completions)",
     "num_assistant_tokens": "speculative decoding / prompt lookup",
     "assistant_confidence_threshold": "speculative decoding",
@@ -139,9 +137,14 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "frequency_penalty": Honoured(f"{FIELDS}::test_penalties_change_the_answer"),
     "presence_penalty": Honoured(f"{FIELDS}::test_penalties_change_the_answer"),
     "seed": Honoured(f"{FIELDS}::test_explicit_seed_is_reproducible"),
+    "logprobs": Honoured(f"{FIELDS}::test_chat_logprobs_in_openai_shape"),
     "user": Metadata("OpenAI: an end-user id for abuse monitoring"),
     # documented by OVMS as unsupported
     "logit_bias": Refused({"logit_bias": {"50": 10}}, "logit_bias is not supported"),
+    "top_logprobs": Refused(
+        {"top_logprobs": 2},
+        "top_logprobs is not supported: openvino_genai reports the chosen token's logprob only",
+    ),
     "functions": Refused({"functions": [{"name": "f"}]}, "functions is not supported; use tools"),
     "function_call": Refused(
         {"function_call": "auto"}, "function_call is not supported; use tool_choice"

@@ -444,3 +444,63 @@ def test_graph_request_limits(tmp_path: Path) -> None:
             assert (status, answer["error"]["message"]) == (400, message)
     finally:
         proc.stop()
+
+
+# --- logprobs ------------------------------------------------------------------------------------
+
+
+def test_chat_logprobs_in_openai_shape(openai_client: openai.OpenAI) -> None:
+    response = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, temperature=0, logprobs=True,
+    )
+    choice = response.choices[0]
+    assert choice.logprobs is not None
+    content = choice.logprobs.content
+    assert len(content) == response.usage.completion_tokens == 8
+    assert "".join(t.token for t in content) == choice.message.content
+    for token in content:
+        assert bytes(token.bytes).decode("utf-8", "replace") == token.token
+        assert -30.0 < token.logprob < 0.0
+        assert token.top_logprobs == []
+    # their sum is the sequence score raw genai gives the same greedy generation
+    assert sum(t.logprob for t in content) == pytest.approx(_raw_greedy_score(8), abs=1e-3)
+    # without the flag there are none
+    plain = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=2, temperature=0
+    )
+    assert plain.choices[0].logprobs is None
+
+
+def _raw_greedy_score(max_new_tokens: int) -> float:
+    import openvino_genai as ov_genai
+
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size = 1
+    pipeline = ov_genai.ContinuousBatchingPipeline(str(TINY_MODEL), scheduler, "CPU")
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = max_new_tokens
+    config.apply_chat_template = False
+    config.logprobs = 1
+    [result] = pipeline.generate([_templated_hello()], [config])
+    return float(result.m_scores[0])
+
+
+def test_logprobs_refused_by_the_serial_pipelines(tmp_path: Path) -> None:
+    folder = write_graph(tmp_path, "pipeline_type: VLM")
+    proc = ServerProcess(["--model_path", str(folder), "--model_name", "g"]).wait_ready()
+    try:
+        body = {"model": "g", "messages": HELLO, "max_tokens": 2, "logprobs": True}
+        status, answer = proc.post("/v3/chat/completions", body)
+        assert status == 400
+        assert answer["error"]["param"] == "logprobs"
+        assert "serve the model as LM_CB or VLM_CB" in answer["error"]["message"]
+    finally:
+        proc.stop()
+
+
+def test_logprobs_refused_when_streaming(server: ServerProcess) -> None:
+    body = {"model": MODEL, "messages": HELLO, "logprobs": True, "stream": True}
+    status, answer = server.post("/v3/chat/completions", body)
+    assert (status, answer["error"]["message"]) == (
+        400, "logprobs are not supported in streaming mode."
+    )
