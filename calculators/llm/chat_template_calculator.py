@@ -50,12 +50,8 @@ class ChatTemplateCalculator(LLMNodeCalculator):
         resources: LLMResources = cc.resources
         servable = resources.servable
         request = context.request
-        if request.logprobs and servable.pipeline_type in ("LM", "VLM"):
-            raise InvalidParameterError(
-                "logprobs are not supported by the LM and VLM pipelines; serve the model as "
-                "LM_CB or VLM_CB",
-                param="logprobs",
-            )
+        if servable.pipeline_type in ("LM", "VLM"):
+            _refuse_for_serial_pipelines(request)
         prompt = self._prompt(servable.tokenizer, request)
         prompt_tokens = _count_tokens(servable, prompt, context)
         limit = servable.max_length
@@ -91,6 +87,19 @@ class ChatTemplateCalculator(LLMNodeCalculator):
             )
         except Exception as exc:
             raise translate_error(exc) from exc
+
+
+def _refuse_for_serial_pipelines(request: ChatRequest) -> None:
+    """The one-request-at-a-time LM / VLM pipelines stream token ids without log probabilities.
+
+    (``n`` / ``best_of`` above 1 are refused by their engine.)
+    """
+    if request.logprobs:
+        raise InvalidParameterError(
+            "logprobs are not supported by the LM and VLM pipelines; serve the model as LM_CB "
+            "or VLM_CB",
+            param="logprobs",
+        )
 
 
 def check_chat_template_mode(options: Any) -> None:
@@ -155,6 +164,7 @@ def build_generation_config(
     if request.best_of is not None and request.best_of > 1:
         config.num_beams = request.best_of
         config.do_sample = False
+        config.num_return_sequences = request.n or 1
     if request.logprobs:
         config.logprobs = 1
     _seed(config, request.seed)

@@ -18,6 +18,7 @@ __all__ = [
     "GenerationInput",
     "LLMNodeCalculator",
     "LLMResources",
+    "OtherSequence",
     "RequestContext",
     "TextChunk",
     "TokenChunk",
@@ -72,6 +73,20 @@ class GenerationInput:
 
 
 @dataclass
+class OtherSequence:
+    """Choice 1, 2, … of a request with ``n`` > 1 (beam search), decoded.
+
+    The detokenizer builds it from `TokenChunk.sequences` (all but the best).
+    """
+
+    ids: list[int]
+    finish_reason: str
+    logprobs: list[float] | None = None
+    text: str = ""
+    token_logprobs: list[tuple[bytes, float]] | None = None
+
+
+@dataclass
 class TokenChunk:
     """New token ids of one generation step (or all of them, for unary requests)."""
 
@@ -100,6 +115,8 @@ class TextChunk:
     ids: list[int] = field(default_factory=list)
     #: ``(token bytes, log probability)`` per id, when the request asked for ``logprobs``.
     token_logprobs: list[tuple[bytes, float]] | None = None
+    #: Choices after the first, decoded (from `TokenChunk.sequences`).
+    others: list[OtherSequence] = field(default_factory=list)
 
 
 class LLMNodeCalculator(Calculator):

@@ -79,13 +79,18 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
                 usage = chunk.usage or chunks.Usage(0, 0)
                 completions = request.endpoint == "completions"
                 encode = chunks.completion_body if completions else chunks.unary_chat_body
-                logprobs = None
-                if request.logprobs:
-                    encode_logprobs = (
-                        chunks.completion_logprobs if completions else chunks.chat_logprobs
-                    )
-                    logprobs = encode_logprobs(self.token_logprobs)
-                choices = [("".join(self.parts), chunk.finish_reason or "stop", logprobs)]
+                encode_logprobs = (
+                    chunks.completion_logprobs if completions else chunks.chat_logprobs
+                )
+                logprobs = encode_logprobs(self.token_logprobs) if request.logprobs else None
+                choices: list[chunks.Choice] = [
+                    ("".join(self.parts), chunk.finish_reason or "stop", logprobs)
+                ]
+                for other in chunk.others:  # n > 1: the further beams, best first
+                    choices.append((
+                        other.text, other.finish_reason,
+                        encode_logprobs(other.token_logprobs or []) if request.logprobs else None,
+                    ))
                 body = encode(model, ctx.request_id, ctx.created, choices, usage)
                 self.OUT(cc).send(self._verbose(cc, chunk, body))
             return

@@ -93,9 +93,6 @@ PENDING_ENGINE: dict[str, str] = {
     "sparse_attention_config": "SchedulerConfig.sparse_attention_config",
     "cache_interval_multiplier": "SchedulerConfig.cache_interval_multiplier",
     # request fields
-    "n": "n choices",
-    "best_of": "beam search: all beams read, n returned",
-    "length_penalty": "beam search scoring (best_of)",
     "echo": "prompt and its logprobs (/completions)",
     "num_assistant_tokens": "speculative decoding / prompt lookup",
     "assistant_confidence_threshold": "speculative decoding",
@@ -138,6 +135,9 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "presence_penalty": Honoured(f"{FIELDS}::test_penalties_change_the_answer"),
     "seed": Honoured(f"{FIELDS}::test_explicit_seed_is_reproducible"),
     "logprobs": Honoured(f"{FIELDS}::test_chat_logprobs_in_openai_shape"),
+    "n": Honoured(f"{FIELDS}::test_n_choices_from_beam_search"),
+    "best_of": Honoured(f"{FIELDS}::test_best_of_answers_the_best_beam"),
+    "length_penalty": Honoured(f"{FIELDS}::test_length_penalty_reorders_beams"),
     "user": Metadata("OpenAI: an end-user id for abuse monitoring"),
     # documented by OVMS as unsupported
     "logit_bias": Refused({"logit_bias": {"50": 10}}, "logit_bias is not supported"),

@@ -504,3 +504,75 @@ def test_logprobs_refused_when_streaming(server: ServerProcess) -> None:
     assert (status, answer["error"]["message"]) == (
         400, "logprobs are not supported in streaming mode."
     )
+
+
+# --- n and best_of (beam search) -----------------------------------------------------------------
+
+
+def _raw_beams(num_beams: int, n: int, max_new_tokens: int) -> tuple[list[str], list[float]]:
+    import openvino_genai as ov_genai
+
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size = 1
+    pipeline = ov_genai.ContinuousBatchingPipeline(str(TINY_MODEL), scheduler, "CPU")
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = max_new_tokens
+    config.apply_chat_template = False
+    config.num_beams = num_beams
+    config.num_return_sequences = n
+    [result] = pipeline.generate([_templated_hello()], [config])
+    return list(result.m_generation_ids), [float(s) for s in result.m_scores]
+
+
+def test_n_choices_from_beam_search(openai_client: openai.OpenAI) -> None:
+    response = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=6, n=2, logprobs=True,
+        extra_body={"best_of": 3},
+    )
+    texts, scores = _raw_beams(3, 2, 6)
+    assert [c.index for c in response.choices] == [0, 1]
+    assert [c.message.content for c in response.choices] == texts
+    assert [c.finish_reason for c in response.choices] == ["length", "length"]
+    # each choice's logprobs average to genai's beam score (length_penalty 1)
+    for choice, score in zip(response.choices, scores, strict=True):
+        logprobs = [t.logprob for t in choice.logprobs.content]
+        assert sum(logprobs) / len(logprobs) == pytest.approx(score, abs=1e-3)
+    assert response.usage.completion_tokens == 12  # both choices count
+
+
+def test_best_of_answers_the_best_beam(openai_client: openai.OpenAI) -> None:
+    response = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=6, extra_body={"best_of": 3},
+    )
+    assert [c.message.content for c in response.choices] == _raw_beams(3, 1, 6)[0]
+
+
+def test_length_penalty_reorders_beams() -> None:
+    # The trained demo model ends its beams with EOS at different lengths.
+    proc = ServerProcess([], default_model=REPO / "graphs" / "qwen2vl-shapes").wait_ready()
+    try:
+        def beams(length_penalty: float) -> list[str]:
+            status, answer = proc.post("/v3/chat/completions", {
+                "model": "qwen2vl-shapes", "messages": HELLO, "max_tokens": 12, "n": 4,
+                "best_of": 4, "length_penalty": length_penalty,
+            })
+            assert status == 200
+            return [c["message"]["content"] for c in answer["choices"]]
+
+        short, long = beams(-3.0), beams(3.0)
+        assert len(short) == len(long) == 4
+        assert short != long
+    finally:
+        proc.stop()
+
+
+def test_best_of_refused_by_the_serial_pipelines(tmp_path: Path) -> None:
+    folder = write_graph(tmp_path, "pipeline_type: VLM")
+    proc = ServerProcess(["--model_path", str(folder), "--model_name", "g"]).wait_ready()
+    try:
+        body = {"model": "g", "messages": HELLO, "max_tokens": 2, "best_of": 2}
+        status, answer = proc.post("/v3/chat/completions", body)
+        assert status == 400
+        assert "need a continuous batching pipeline (LM_CB or VLM_CB)" in answer["error"]["message"]
+    finally:
+        proc.stop()
