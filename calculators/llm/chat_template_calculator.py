@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from calculators.llm.common import (
@@ -13,9 +15,11 @@ from calculators.llm.common import (
 from calculators.llm.errors import translate_error
 from calculators.llm.request_validation import ChatRequest
 from ovgraph.errors import InvalidParameterError
-from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
 
 _IMAGE_TAG = "<ov_genai_image_"
+#: genai's ``top_k`` for "no limit" (``SIZE_MAX``); the request says ``top_k: -1``.
+NO_TOP_K = 2**64 - 1
 
 
 class ChatTemplateCalculator(LLMNodeCalculator):
@@ -34,12 +38,20 @@ class ChatTemplateCalculator(LLMNodeCalculator):
     IN = Input("REQUEST", RequestContext)
     OUT = Output("PROMPT", GenerationInput)
 
+    @classmethod
+    def create_node_resources(cls, spec: NodeSpec, settings: Mapping[str, Any]) -> Any:
+        """Refuse template options this node cannot honour, then load the servable."""
+        check_chat_template_mode(spec.options)
+        return super().create_node_resources(spec, settings)
+
     def process(self, cc: CalculatorContext) -> None:
         """Template, count, check against the context length, configure sampling."""
         context: RequestContext = self.IN(cc).get()
         resources: LLMResources = cc.resources
         servable = resources.servable
         request = context.request
+        if servable.pipeline_type in ("LM", "VLM"):
+            _refuse_for_serial_pipelines(request)
         prompt = self._prompt(servable.tokenizer, request)
         prompt_tokens = _count_tokens(servable, prompt, context)
         limit = servable.max_length
@@ -56,6 +68,7 @@ class ChatTemplateCalculator(LLMNodeCalculator):
                     param="max_tokens", code="context_length_exceeded",
                 )
         config = build_generation_config(servable.default_config, request, prompt_tokens, limit)
+        context.prompt, context.prompt_tokens = prompt, prompt_tokens
         self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
 
     @staticmethod
@@ -74,6 +87,39 @@ class ChatTemplateCalculator(LLMNodeCalculator):
             )
         except Exception as exc:
             raise translate_error(exc) from exc
+
+
+def _refuse_for_serial_pipelines(request: ChatRequest) -> None:
+    """The one-request-at-a-time LM / VLM pipelines stream token ids without log probabilities.
+
+    (``n`` / ``best_of`` above 1 are refused by their engine.)
+    """
+    if request.logprobs:
+        raise InvalidParameterError(
+            "logprobs are not supported by the LM and VLM pipelines; serve the model as LM_CB "
+            "or VLM_CB",
+            param="logprobs",
+        )
+
+
+def check_chat_template_mode(options: Any) -> None:
+    """``chat_template_mode``: MINJA (genai's renderer) is what this node does; JINJA is refused.
+
+    OVMS's JINJA mode renders with Python Jinja2, which this server does not ship.
+
+    Raises:
+        ValueError: the options ask for JINJA.
+    """
+    if not options.HasField("chat_template_mode"):
+        return
+    mode = options.DESCRIPTOR.fields_by_name["chat_template_mode"].enum_type.values_by_number[
+        options.chat_template_mode
+    ].name
+    if mode != "MINJA":
+        raise ValueError(
+            f"chat_template_mode: {mode} is not supported: chat templates are rendered by "
+            "openvino_genai (MINJA); remove the option or set it to MINJA"
+        )
 
 
 def _count_tokens(servable: Any, prompt: str, context: RequestContext) -> int:
@@ -110,11 +156,7 @@ def build_generation_config(
                  "repetition_penalty", "length_penalty"):
         value = getattr(request, name)
         if value is not None:
-            setattr(config, name, value)
-    if request.top_k == -1:
-        config.top_k = 2**31 - 1
-    if request.seed is not None:
-        config.rng_seed = request.seed
+            setattr(config, name, NO_TOP_K if name == "top_k" and value == -1 else value)
     if request.stop:
         config.stop_strings = set(request.stop)
     config.include_stop_str_in_output = request.include_stop_str_in_output
@@ -122,9 +164,23 @@ def build_generation_config(
     if request.best_of is not None and request.best_of > 1:
         config.num_beams = request.best_of
         config.do_sample = False
+        config.num_return_sequences = request.n or 1
     if request.logprobs:
         config.logprobs = 1
+    _seed(config, request.seed)
     return config
+
+
+def _seed(config: Any, seed: int | None) -> None:
+    """An explicit ``seed`` is kept; sampling without one draws a fresh seed, as OVMS does.
+
+    ``rng_seed`` from ``generation_config.json`` is not honoured (OVMS neither): only a seed in
+    the request makes sampling reproducible.
+    """
+    if seed is not None:
+        config.rng_seed = seed
+    elif config.do_sample:
+        config.rng_seed = secrets.randbelow(2**32 - 1) + 1
 
 
 def _defaults(default: Any) -> dict[str, Any]:

@@ -22,8 +22,11 @@ from typing import Any
 __all__ = [
     "MAX_ERROR_MESSAGE_CHARS",
     "SSE_DONE",
+    "TokenLogprob",
     "Usage",
+    "chat_logprobs",
     "completion_body",
+    "completion_logprobs",
     "new_request_id",
     "openai_error_body",
     "sse_content_chunk",
@@ -32,6 +35,7 @@ __all__ = [
     "sse_text_chunk",
     "sse_usage_chunk",
     "unary_chat_body",
+    "with_verbose",
 ]
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -42,8 +46,13 @@ _TEXT_OBJECT = "text_completion"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: One choice of a unary response: generated text and finish reason (``stop``, ``length``,
-#: ``tool_calls``; None is written as ``null``).
-Choice = tuple[str, str | None]
+#: ``tool_calls``; None is written as ``null``), optionally followed by its ``logprobs`` object
+#: (`chat_logprobs`, `completion_logprobs`).
+Choice = tuple[str, str | None] | tuple[str, str | None, dict[str, Any] | None]
+#: One generated token for ``logprobs``: its bytes and its log probability.
+TokenLogprob = tuple[bytes, float]
+#: What OpenAI-compatible servers write for a log probability of minus infinity (vLLM's value).
+_MIN_LOGPROB = -9999.0
 
 
 @dataclass(frozen=True)
@@ -105,17 +114,17 @@ def unary_chat_body(
         {
             "choices": [
                 {
-                    "finish_reason": finish_reason,
+                    "finish_reason": choice[1],
                     "index": index,
-                    "logprobs": None,
+                    "logprobs": _choice_logprobs(choice),
                     "message": {
-                        "content": text,
+                        "content": choice[0],
                         "refusal": None,
                         "role": "assistant",
                         "tool_calls": [],
                     },
                 }
-                for index, (text, finish_reason) in enumerate(choices)
+                for index, choice in enumerate(choices)
             ],
             "created": created,
             "id": request_id,
@@ -137,8 +146,13 @@ def completion_body(
     return _dumps(
         {
             "choices": [
-                {"finish_reason": finish_reason, "index": index, "logprobs": None, "text": text}
-                for index, (text, finish_reason) in enumerate(choices)
+                {
+                    "finish_reason": choice[1],
+                    "index": index,
+                    "logprobs": _choice_logprobs(choice),
+                    "text": choice[0],
+                }
+                for index, choice in enumerate(choices)
             ],
             "created": created,
             "id": request_id,
@@ -149,23 +163,89 @@ def completion_body(
     )
 
 
-def sse_role_chunk(request_model: str, request_id: str, created: int, *, index: int = 0) -> bytes:
-    """Return OVMS' handshake chunk: delta ``{"role":"assistant","content":null}``, no usage key."""
-    return _sse(
-        {
-            "choices": [
-                {
-                    "index": index,
-                    "delta": {"role": "assistant", "content": None},
-                    "finish_reason": None,
-                }
-            ],
-            "created": created,
-            "id": request_id,
-            "model": request_model,
-            "object": _CHUNK_OBJECT,
-        }
-    )
+def _choice_logprobs(choice: Choice) -> dict[str, Any] | None:
+    return choice[2] if len(choice) > 2 else None  # type: ignore[misc]
+
+
+def _logprob(value: float) -> float:
+    """A finite JSON number: -inf becomes `_MIN_LOGPROB`, a positive rounding error 0."""
+    if value != value:  # NaN
+        return _MIN_LOGPROB
+    return min(0.0, max(_MIN_LOGPROB, float(value)))
+
+
+def _token_text(piece: bytes) -> str:
+    return piece.decode("utf-8", "replace")
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``.
+
+    ``bytes`` are the token's own UTF-8 bytes (a token may hold part of a character, which its
+    ``token`` text shows as U+FFFD); ``top_logprobs`` is empty (genai reports the chosen token).
+    """
+    return {
+        "content": [
+            {
+                "token": _token_text(piece),
+                "logprob": _logprob(value),
+                "bytes": list(piece),
+                "top_logprobs": [],
+            }
+            for piece, value in tokens
+        ],
+        "refusal": None,
+    }
+
+
+def completion_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's legacy ``/completions`` ``logprobs``.
+
+    ``tokens``, ``token_logprobs``, ``top_logprobs`` (the chosen token only, as OVMS) and
+    ``text_offset``: each token's character offset in the generated text.
+    """
+    texts = [_token_text(piece) for piece, _ in tokens]
+    offsets: list[int] = []
+    consumed = b""
+    for piece, _ in tokens:
+        offsets.append(len(consumed.decode("utf-8", "replace")))
+        consumed += piece
+    return {
+        "tokens": texts,
+        "token_logprobs": [_logprob(value) for _, value in tokens],
+        "top_logprobs": [{text: _logprob(value)} for text, (_, value) in zip(texts, tokens)],
+        "text_offset": offsets,
+    }
+
+
+def sse_role_chunk(
+    request_model: str,
+    request_id: str,
+    created: int,
+    *,
+    index: int = 0,
+    usage: Usage | None = None,
+) -> bytes:
+    """Return OVMS' handshake chunk: delta ``{"role":"assistant","content":null}``.
+
+    It has no ``usage`` key unless ``usage`` is given (``continuous_usage_stats``).
+    """
+    chunk: dict[str, Any] = {
+        "choices": [
+            {
+                "index": index,
+                "delta": {"role": "assistant", "content": None},
+                "finish_reason": None,
+            }
+        ],
+        "created": created,
+        "id": request_id,
+        "model": request_model,
+        "object": _CHUNK_OBJECT,
+    }
+    if usage is not None:
+        chunk["usage"] = usage.to_dict()
+    return _sse(chunk)
 
 
 def sse_content_chunk(
@@ -221,6 +301,7 @@ def sse_text_chunk(
     include_usage: bool,
     *,
     index: int = 0,
+    usage: Usage | None = None,
 ) -> bytes:
     """Return one ``/completions`` stream chunk: ``text`` per choice, ``text_completion`` object.
 
@@ -232,6 +313,7 @@ def sse_text_chunk(
         finish_reason: None on intermediate chunks.
         include_usage: ``stream_options.include_usage``; ``"usage": null`` is present iff true.
         index: the choice index.
+        usage: running counts for ``continuous_usage_stats`` (written only with include_usage).
     """
     chunk: dict[str, Any] = {
         "choices": [
@@ -243,7 +325,7 @@ def sse_text_chunk(
         "object": _TEXT_OBJECT,
     }
     if include_usage:
-        chunk["usage"] = None
+        chunk["usage"] = usage.to_dict() if usage is not None else None
     return _sse(chunk)
 
 
@@ -264,6 +346,20 @@ def sse_usage_chunk(
             "usage": usage.to_dict(),
         }
     )
+
+
+def with_verbose(body: bytes, prompt: str, content: str) -> bytes:
+    """Add OVMS's ``--verbose_response`` object as the last key of a body or ``data:`` event.
+
+    ``"__verbose": {"prompt": <templated prompt>, "content": <raw output, special tokens
+    kept>}``; streams carry it on the chunk with the ``finish_reason``.
+    """
+    extra = b',"__verbose":' + _dumps({"prompt": prompt, "content": content})
+    if body.startswith(b"data: ") and body.endswith(b"}\n\n"):
+        return body[:-3] + extra + b"}\n\n"
+    if not body.endswith(b"}"):
+        raise ValueError("not a JSON object body")
+    return body[:-1] + extra + b"}"
 
 
 def _bound(text: str, limit: int) -> str:

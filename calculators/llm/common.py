@@ -18,6 +18,7 @@ __all__ = [
     "GenerationInput",
     "LLMNodeCalculator",
     "LLMResources",
+    "OtherSequence",
     "RequestContext",
     "TextChunk",
     "TokenChunk",
@@ -33,6 +34,8 @@ class LLMResources:
     servable: Servable
     image_policy: ImagePolicy
     options: Any
+    #: ``--verbose_response``: answers carry the prompt and the raw output (``__verbose``).
+    verbose_response: bool = False
 
     def health(self) -> str | None:
         """The servable's engine trouble, if any (see ``GraphDefinition.health``)."""
@@ -54,6 +57,9 @@ class RequestContext:
     created: int = field(default_factory=lambda: int(time.time()))
     images: list[Any] = field(default_factory=list)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    #: The templated prompt and its token count, set by the chat template node.
+    prompt: str = ""
+    prompt_tokens: int = 0
 
 
 @dataclass
@@ -64,6 +70,20 @@ class GenerationInput:
     prompt: str
     config: Any
     prompt_tokens: int
+
+
+@dataclass
+class OtherSequence:
+    """Choice 1, 2, … of a request with ``n`` > 1 (beam search), decoded.
+
+    The detokenizer builds it from `TokenChunk.sequences` (all but the best).
+    """
+
+    ids: list[int]
+    finish_reason: str
+    logprobs: list[float] | None = None
+    text: str = ""
+    token_logprobs: list[tuple[bytes, float]] | None = None
 
 
 @dataclass
@@ -91,6 +111,12 @@ class TextChunk:
     finished: bool
     finish_reason: str | None = None
     usage: Usage | None = None
+    #: The token ids this text was decoded from.
+    ids: list[int] = field(default_factory=list)
+    #: ``(token bytes, log probability)`` per id, when the request asked for ``logprobs``.
+    token_logprobs: list[tuple[bytes, float]] | None = None
+    #: Choices after the first, decoded (from `TokenChunk.sequences`).
+    others: list[OtherSequence] = field(default_factory=list)
 
 
 class LLMNodeCalculator(Calculator):

@@ -18,7 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from calculators.llm.common import LLMNodeCalculator, LLMResources, TextChunk, TokenChunk
+from calculators.llm.common import (
+    LLMNodeCalculator,
+    LLMResources,
+    OtherSequence,
+    TextChunk,
+    TokenChunk,
+)
 from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
 
 logger = logging.getLogger(__name__)
@@ -301,6 +307,51 @@ class DetokenizerCalculator(LLMNodeCalculator):
         text = self.decoder.add(chunk.ids)
         if chunk.finished:
             text += self.decoder.flush()
-        self.OUT(cc).send(
-            TextChunk(chunk.context, text, chunk.finished, chunk.finish_reason, chunk.usage)
+        out = TextChunk(
+            chunk.context, text, chunk.finished, chunk.finish_reason, chunk.usage, chunk.ids
         )
+        skip = chunk.context.request.skip_special_tokens
+        wanted = chunk.context.request.logprobs
+        logprobs = chunk.logprobs
+        if chunk.sequences:  # several sequences (n, best_of): ids is the best, sequences[0]
+            logprobs = chunk.sequences[0][1]
+            out.others = [self._other(cc, seq, skip, wanted) for seq in chunk.sequences[1:]]
+        if logprobs is not None and wanted:
+            out.token_logprobs = _token_logprobs(cc, chunk.ids, logprobs, skip)
+        self.OUT(cc).send(out)
+
+    @staticmethod
+    def _other(
+        cc: CalculatorContext,
+        sequence: tuple[list[int], list[float] | None, str | None, float],
+        skip: bool,
+        with_logprobs: bool,
+    ) -> OtherSequence:
+        """A further choice, decoded whole (it arrives complete, on the last chunk)."""
+        ids, logprobs, reason, _score = sequence
+        servable = cc.resources.servable
+        table = byte_level_table(servable.models_dir, servable.tokenizer)
+        text = (
+            table.decode(ids, skip) if table is not None
+            else str(servable.tokenizer.decode(ids, skip_special_tokens=skip))
+        )
+        other = OtherSequence(list(ids), reason or "stop", logprobs, text)
+        if with_logprobs and logprobs is not None:
+            other.token_logprobs = _token_logprobs(cc, other.ids, logprobs, skip)
+        return other
+
+
+def _token_logprobs(
+    cc: CalculatorContext, ids: list[int], logprobs: list[float], skip: bool
+) -> list[tuple[bytes, float]]:
+    """Each id's own bytes (byte-level table, else genai's decode) with its logprob."""
+    if len(logprobs) != len(ids):
+        raise RuntimeError(f"{len(logprobs)} logprobs for {len(ids)} generated tokens")
+    servable = cc.resources.servable
+    table = byte_level_table(servable.models_dir, servable.tokenizer)
+    pieces = [
+        table.to_bytes([i], skip) if table is not None
+        else str(servable.tokenizer.decode([i], skip_special_tokens=skip)).encode()
+        for i in ids
+    ]
+    return list(zip(pieces, logprobs, strict=True))

@@ -21,5 +21,5 @@ def openai_endpoints() -> list[HttpEndpoint]:
         HttpEndpoint("/v3/chat/completions", _PREFIX + "chat/completions"),
         HttpEndpoint("/v3/completions", _PREFIX + "completions"),
         HttpEndpoint("/v3/responses", _PREFIX + "responses"),
-        HttpEndpoint("/v3/tokenize", r"/v3/.*tokenize"),
+        HttpEndpoint("/v3/tokenize", r"/(?:v3/.*|v1/)tokenize"),
     ]

@@ -21,6 +21,7 @@ node {
   calculator: "OpenAIRequestCalculator"
   input_stream: "HTTP_REQUEST_PAYLOAD:payload"
   output_stream: "REQUEST:request"
+  output_stream: "DIRECT:direct"
 }
 node {
   name: "images"
@@ -59,6 +60,7 @@ node {
   name: "response"
   calculator: "OpenAIResponseCalculator"
   input_stream: "TEXT:text"
+  input_stream: "DIRECT:direct"
   output_stream: "HTTP_RESPONSE_PAYLOAD:response"
 }
 """

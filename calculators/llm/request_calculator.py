@@ -8,6 +8,7 @@ import re
 from calculators.llm.chunks import new_request_id
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
 from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
+from calculators.llm.tokenize import is_tokenize_endpoint, parse_tokenize_request, tokenize_body
 from ovgraph.errors import InvalidParameterError, RequestError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 from ovgraph.serving.payload import HttpPayload
@@ -28,10 +29,14 @@ VLM_NO_COMPLETIONS = (
 class OpenAIRequestCalculator(LLMNodeCalculator):
     """Turns an HTTP payload into a validated ``ChatRequest`` (OVMS's rules and messages).
 
+    A ``…/tokenize`` request is answered here: its JSON body goes out on ``DIRECT`` (to the
+    response node) and nothing on ``REQUEST``.
+
     node {
       calculator: "OpenAIRequestCalculator"
       input_stream: "HTTP_REQUEST_PAYLOAD:input"
       output_stream: "REQUEST:request"
+      output_stream: "DIRECT:direct"
       node_options: {
         [type.googleapis.com/mediapipe.LLMCalculatorOptions]: { models_path: "./" }
       }
@@ -40,6 +45,7 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
 
     PAYLOAD = Input("HTTP_REQUEST_PAYLOAD", HttpPayload)
     REQUEST = Output("REQUEST", RequestContext)
+    DIRECT = Output("DIRECT", bytes, optional=True)
 
     def open(self, cc: CalculatorContext) -> None:
         """Read the limits from the options."""
@@ -58,6 +64,10 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
         body = payload.parsed_json
         if not isinstance(body, dict):
             raise RequestError("JSON body must be an object")
+        if is_tokenize_endpoint(path):
+            tokenize = parse_tokenize_request(body)
+            self.DIRECT(cc).send(tokenize_body(resources.servable.tokenizer, tokenize))
+            return
         if "stream" in body and not isinstance(body["stream"], bool):
             # OVMS's HTTP layer rule, judged here once for every route into the graph.
             raise InvalidParameterError("stream field is not a boolean", param="stream")

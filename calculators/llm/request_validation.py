@@ -6,12 +6,19 @@ classifies them: ``true`` is not a number, ``5.0`` is not an integer, an integer
 signed 32-bit range is not a "valid number" for float fields. Deliberate additions (``ovms-api.md``
 §4.4, ``reliability.md`` rows 9, 14, 15):
 
-* ``stream_options.continuous_usage_stats`` (boolean) is accepted;
+* ``stream_options.continuous_usage_stats`` (boolean) is accepted and honoured as vLLM does it:
+  with ``include_usage`` every chunk carries the running usage (guidellm sends it; OVMS refuses);
+* ``input_audio`` parts are refused by servables without audio input (OVMS drops them silently);
+* ``chat_template_kwargs`` keys the server itself gives the template (``messages``, ``tools``,
+  the special tokens) are refused (OVMS documents them as an error);
 * caps on ``n``, on images per request and on the length of each stop string;
 * the model's own vision tokens (e.g. ``<|image_pad|>``) are rejected in message text like
   ``<ov_genai_image_`` is;
 * NaN and infinities are rejected wherever a number is expected;
-* ``content`` of a type other than string, array or null is rejected (OVMS drops it silently).
+* ``content`` of a type other than string, array or null is rejected (OVMS drops it silently);
+* the fields OVMS documents as unsupported (``logit_bias``, ``functions``, vLLM's
+  ``stop_token_ids``, ``min_tokens``, …; `UNSUPPORTED_FIELDS`) are refused when set to a value
+  that would matter (OVMS ignores them).
 
 Nothing here imports openvino; images are only collected (their URLs), never decoded.
 """
@@ -21,12 +28,20 @@ from __future__ import annotations
 import copy
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ovgraph.errors import InvalidParameterError
 
-__all__ = ["DEFAULT_RESTRICTED_TOKENS", "ChatRequest", "RequestLimits", "parse_chat_request"]
+__all__ = [
+    "DEFAULT_RESTRICTED_TOKENS",
+    "METADATA_FIELDS",
+    "UNSUPPORTED_FIELDS",
+    "ChatRequest",
+    "RequestLimits",
+    "parse_chat_request",
+]
 
 IMAGE_TAG_PREFIX = "<ov_genai_image_"
 RESTRICTED_TAG_MESSAGE = "Message contains restricted <ov_genai_image> tag"
@@ -52,7 +67,40 @@ _CHAT_FIELDS = _COMMON_FIELDS | {
     "chat_template_kwargs",
 }  # fmt: skip
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt", "echo"}
+
+#: Fields OVMS documents as unsupported (from OpenAI's and vLLM's APIs): refused when their value
+#: would change the answer, since it cannot; a neutral value (null, empty, the default) passes.
+UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "logit_bias": (bool, "logit_bias is not supported"),
+    "top_logprobs": (
+        lambda v: v not in (None, 0),
+        "top_logprobs is not supported: openvino_genai reports the chosen token's logprob only",
+    ),
+    "functions": (bool, "functions is not supported; use tools"),
+    "function_call": (
+        lambda v: v not in (None, "none"), "function_call is not supported; use tool_choice"
+    ),
+    "use_beam_search": (
+        lambda v: v is True, "use_beam_search is not supported; set best_of for beam search"
+    ),
+    "early_stopping": (lambda v: v not in (None, False), "early_stopping is not supported"),
+    "stop_token_ids": (bool, "stop_token_ids is not supported; use stop"),
+    "min_tokens": (lambda v: v not in (None, 0), "min_tokens is not supported"),
+    "prompt_logprobs": (lambda v: v is not None, "prompt_logprobs is not supported"),
+    "detokenize": (lambda v: v is False, "detokenize: false is not supported"),
+    "spaces_between_special_tokens": (
+        lambda v: v is False, "spaces_between_special_tokens: false is not supported"
+    ),
+    "logits_processors": (bool, "logits_processors is not supported"),
+    "suffix": (bool, "suffix is not supported"),
+    "truncate_prompt_tokens": (lambda v: v is not None, "truncate_prompt_tokens is not supported"),
+}
+#: Accepted, with no effect on the answer by definition (OpenAI: an end-user id for monitoring).
+METADATA_FIELDS = frozenset({"user"})
 _MESSAGE_STRING_KEYS = ("role", "content", "tool_call_id", "name", "reasoning_content")
+#: Template variables the server sets itself; a request may not override them.
+RESERVED_TEMPLATE_KWARGS = ("messages", "tools", "bos_token", "eos_token", "pad_token")
+NO_AUDIO_MESSAGE = "This servable does not support audio input, but input_audio has been provided"
 
 
 @dataclass(frozen=True)
@@ -68,6 +116,7 @@ class RequestLimits:
         max_n: most choices (``n``) per request.
         max_images: most ``image_url`` parts in one conversation.
         restricted_tokens: model special tokens that must not appear in message text.
+        accepts_audio: whether ``input_audio`` parts may be sent (no pipeline here takes audio).
     """
 
     max_tokens_limit: int | None = None
@@ -77,6 +126,7 @@ class RequestLimits:
     max_n: int = 16
     max_images: int = 16
     restricted_tokens: tuple[str, ...] = DEFAULT_RESTRICTED_TOKENS
+    accepts_audio: bool = False
 
 
 @dataclass
@@ -223,8 +273,16 @@ def parse_chat_request(
     else:
         _parse_completions(body, req)
         known = _COMPLETIONS_FIELDS
+    _refuse_unsupported(body)
+    known = known | METADATA_FIELDS | UNSUPPORTED_FIELDS.keys()
     req.ignored_fields = [key for key in body if key not in known]
     return req
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for name, (matters, message) in UNSUPPORTED_FIELDS.items():
+        if name in body and matters(body[name]):
+            raise _fail(message, name)
 
 
 def _parse_common(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -> None:
@@ -481,11 +539,14 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
         req.response_format = body["response_format"]
 
     _check_restricted_text(raw_messages, limits)
+    if not limits.accepts_audio:
+        _refuse_audio(raw_messages)
     req.messages, req.image_urls = _flatten_messages(raw_messages, limits)
 
     if _present(body, "chat_template_kwargs"):
         if not isinstance(body["chat_template_kwargs"], dict):
             raise _fail("chat_template_kwargs must be an object", "chat_template_kwargs")
+        _refuse_reserved_kwargs(body["chat_template_kwargs"])
         req.chat_template_kwargs = body["chat_template_kwargs"]
 
 
@@ -558,6 +619,25 @@ def _check_content_parts(parts: list[Any], where: str) -> None:
                 raise _fail(prefix + "input_audio does not have a valid data field", where)
         else:
             raise _fail("Unsupported content type", where)
+
+
+def _refuse_audio(messages: list[dict[str, Any]]) -> None:
+    """An ``input_audio`` part would otherwise be dropped and the text answered alone."""
+    for i, message in enumerate(messages):
+        content = message["content"]
+        if isinstance(content, list) and any(p["type"] == "input_audio" for p in content):
+            raise _fail(NO_AUDIO_MESSAGE, f"messages[{i}].content")
+
+
+def _refuse_reserved_kwargs(kwargs: dict[str, Any]) -> None:
+    """OVMS: values the template engine gets natively cannot come from ``chat_template_kwargs``."""
+    for key in RESERVED_TEMPLATE_KWARGS:
+        if key in kwargs:
+            raise _fail(
+                f"chat_template_kwargs cannot contain '{key}': the server provides it to the "
+                "chat template",
+                f"chat_template_kwargs.{key}",
+            )
 
 
 def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:

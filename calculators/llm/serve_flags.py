@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv_cache_precision", default=None, choices=["u8"])
     p.add_argument("--max_prompt_len", type=int, default=None)
     p.add_argument("--extra_quantization_params", default=None)
+    p.add_argument("--verbose_response", action="store_true",
+                   help="answers carry the templated prompt and raw output (__verbose)")
     p.add_argument("--engine_rss_limit_mb", type=int, default=0,
                    help="RSS in MiB above which an LLM engine process is replaced (0 = off; "
                         f"sets {ENGINE_RSS_LIMIT_ENV})")

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from calculators.llm import chunks
 from calculators.llm.chunks import (
     MAX_ERROR_MESSAGE_CHARS,
     SSE_DONE,
@@ -239,3 +240,46 @@ def test_sse_error_event() -> None:
     assert sse_json(event) == {
         "error": {"message": 'oops "x"', "type": "server_error", "param": None, "code": None}
     }
+
+
+def test_chat_logprobs_shape() -> None:
+    # "é" split over two tokens: each token's text shows U+FFFD, its bytes stay exact
+    tokens = [(b"caf", -0.5), (b"\xc3", -1.0), (b"\xa9", float("-inf"))]
+    assert chunks.chat_logprobs(tokens) == {
+        "content": [
+            {"token": "caf", "logprob": -0.5, "bytes": [99, 97, 102], "top_logprobs": []},
+            {"token": "\ufffd", "logprob": -1.0, "bytes": [195], "top_logprobs": []},
+            {"token": "\ufffd", "logprob": -9999.0, "bytes": [169], "top_logprobs": []},
+        ],
+        "refusal": None,
+    }
+
+
+def test_completion_logprobs_shape() -> None:
+    tokens = [(b"He", -0.25), (b"llo", -0.5), (b" \xc3\xa9", -1.5), (b"!", 1e-7)]
+    assert chunks.completion_logprobs(tokens) == {
+        "tokens": ["He", "llo", " \u00e9", "!"],
+        "token_logprobs": [-0.25, -0.5, -1.5, 0.0],
+        "top_logprobs": [{"He": -0.25}, {"llo": -0.5}, {" \u00e9": -1.5}, {"!": 0.0}],
+        "text_offset": [0, 2, 5, 7],  # characters, not bytes
+    }
+
+
+def test_unary_bodies_carry_logprobs_per_choice() -> None:
+    logprobs = chunks.chat_logprobs([(b"a", -0.1)])
+    body = json.loads(
+        chunks.unary_chat_body("m", "id", 1, [("a", "stop", logprobs), ("b", "length")],
+                               chunks.Usage(1, 2))
+    )
+    assert [c["logprobs"] for c in body["choices"]] == [logprobs, None]
+    body = json.loads(chunks.completion_body("m", "id", 1, [("a", "stop", {"x": 1})],
+                                             chunks.Usage(1, 1)))
+    assert body["choices"][0]["logprobs"] == {"x": 1}
+
+
+def test_with_verbose_appends_the_last_key() -> None:
+    body = chunks.with_verbose(b'{"a":1}', "p", "c")
+    assert json.loads(body) == {"a": 1, "__verbose": {"prompt": "p", "content": "c"}}
+    event = chunks.with_verbose(b'data: {"a":1}\n\n', "p", "c")
+    assert event.startswith(b"data: ") and event.endswith(b"}\n\n")
+    assert list(json.loads(event[6:])) == ["a", "__verbose"]

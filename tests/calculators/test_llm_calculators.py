@@ -11,7 +11,7 @@ import numpy as np
 import openvino_genai as ov_genai
 import pytest
 
-from calculators.llm.chat_template_calculator import build_generation_config
+from calculators.llm.chat_template_calculator import NO_TOP_K, build_generation_config
 from calculators.llm.detokenizer_calculator import IncrementalDecoder
 from calculators.llm.graph_template import text_generation_graph
 from calculators.llm.request_validation import RequestLimits, parse_chat_request
@@ -118,6 +118,46 @@ def test_generation_config_default_max_tokens_fills_context() -> None:
     config = build_generation_config(default, request, prompt_tokens=30, max_length=100)
     assert config.max_new_tokens == 70
     assert not config.do_sample
+
+
+def test_generation_config_top_k_and_seed() -> None:
+    def config_for(**fields: object) -> ov_genai.GenerationConfig:
+        request = parse_chat_request(
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], **fields},
+            endpoint="chat", limits=RequestLimits(),
+        )
+        return build_generation_config(ov_genai.GenerationConfig(), request, 1, 100)
+
+    assert config_for(top_k=-1, temperature=1.0).top_k == NO_TOP_K
+    assert config_for(temperature=1.0).top_k == 40  # OVMS's sampling default
+    seeds = {config_for(temperature=1.0).rng_seed for _ in range(4)}
+    assert len(seeds) == 4
+    assert 0 not in seeds
+    assert config_for(temperature=1.0, seed=0).rng_seed == 0
+    assert config_for(temperature=0).rng_seed == 0  # greedy: no seed needed
+
+
+def test_scheduler_options_reach_genai() -> None:
+    from calculators.llm.common import LLMCalculatorOptions
+    from calculators.llm.servable import ServableKey, build_scheduler_config
+
+    options = LLMCalculatorOptions(
+        models_path=str(TINY_MODEL), cache_size=2, max_num_seqs=7, max_num_batched_tokens=333,
+        dynamic_split_fuse=True, enable_prefix_caching=True, device="CPU",
+        pipeline_type=LLMCalculatorOptions.VLM, plugin_config='{"NUM_STREAMS": 1}',
+    )
+    key = ServableKey.from_options(options, None)
+    assert (key.pipeline_type, key.device) == ("VLM", "CPU")
+    assert key.plugin_config == '{"NUM_STREAMS": 1}'
+    scheduler = build_scheduler_config(key, max_length=100)
+    assert scheduler.cache_size == 2
+    assert scheduler.max_num_seqs == 7
+    assert scheduler.max_num_batched_tokens == 333
+    assert scheduler.dynamic_split_fuse
+    assert scheduler.enable_prefix_caching
+    options.dynamic_split_fuse = False  # without split-fuse a whole prompt must fit in a batch
+    whole = build_scheduler_config(ServableKey.from_options(options, None), 1000)
+    assert whole.max_num_batched_tokens == 1000
 
 
 def test_genai_errors_are_translated() -> None:

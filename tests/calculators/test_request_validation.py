@@ -722,12 +722,6 @@ def test_consecutive_text_parts_join_with_newline() -> None:
         pytest.param({"role": "assistant", "content": None}, "", id="null"),
         # empty parts array
         pytest.param({"role": "user", "content": []}, "", id="empty-array"),
-        # an audio-only part list has no text for a VLM
-        pytest.param(
-            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]},
-            "",
-            id="audio-only",
-        ),
         # plain string
         pytest.param({"role": "user", "content": "plain"}, "plain", id="string"),
     ],
@@ -735,6 +729,33 @@ def test_consecutive_text_parts_join_with_newline() -> None:
 def test_content_forms_normalise_to_string(message: dict, content: str) -> None:
     req = parse(chat(messages=[message]))
     assert req.messages == [{"role": message["role"], "content": content}]
+
+
+def test_input_audio_is_refused_without_audio_support() -> None:
+    audio = {"type": "input_audio", "input_audio": {"data": "x"}}
+    body = chat(messages=[*USER_HI, *msgs(txt("listen"), audio)])
+    with pytest.raises(InvalidParameterError) as info:
+        parse(body)
+    assert str(info.value) == (
+        "This servable does not support audio input, but input_audio has been provided"
+    )
+    assert info.value.param == "messages[1].content"
+    # a servable with audio input keeps the text (the audio is its own business)
+    req = parse(body, limits=RequestLimits(accepts_audio=True))
+    assert req.messages[1]["content"] == "listen"
+
+
+@pytest.mark.parametrize("key", ["messages", "tools", "bos_token", "eos_token", "pad_token"])
+def test_reserved_chat_template_kwargs_are_refused(key: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(chat_template_kwargs={key: [], "enable_thinking": False}))
+    assert f"chat_template_kwargs cannot contain '{key}'" in str(info.value)
+    assert info.value.param == f"chat_template_kwargs.{key}"
+
+
+def test_other_chat_template_kwargs_pass() -> None:
+    req = parse(chat(chat_template_kwargs={"enable_thinking": False}))
+    assert req.chat_template_kwargs == {"enable_thinking": False}
 
 
 def test_unknown_role_and_message_extras() -> None:
@@ -930,10 +951,55 @@ def test_images_at_limit_accepted() -> None:
 
 
 def test_unknown_fields_are_reported_not_rejected() -> None:
-    req = parse(chat(user="u", top_logprobs=2, logit_bias={}, prompt="p", foo=None))
-    assert req.ignored_fields == ["user", "top_logprobs", "logit_bias", "prompt", "foo"]
+    req = parse(chat(user="u", service_tier="x", logit_bias={}, prompt="p", foo=None))
+    # user is metadata and an empty logit_bias is neutral: neither is reported
+    assert req.ignored_fields == ["service_tier", "prompt", "foo"]
     req = parse(completion(messages=[], tools=1, max_completion_tokens="x"), "completions")
     assert req.ignored_fields == ["messages", "tools", "max_completion_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # OpenAI fields OVMS does not support
+        ("logit_bias", {"50": 10}, "logit_bias is not supported"),
+        ("top_logprobs", 2,
+         "top_logprobs is not supported: openvino_genai reports the chosen token's logprob only"),
+        ("functions", [{"name": "f"}], "functions is not supported; use tools"),
+        ("function_call", "auto", "function_call is not supported; use tool_choice"),
+        # vLLM extensions OVMS does not support
+        ("use_beam_search", True, "use_beam_search is not supported; set best_of for beam search"),
+        ("stop_token_ids", [5], "stop_token_ids is not supported; use stop"),
+        ("min_tokens", 3, "min_tokens is not supported"),
+        ("prompt_logprobs", 1, "prompt_logprobs is not supported"),
+        ("detokenize", False, "detokenize: false is not supported"),
+        ("truncate_prompt_tokens", 10, "truncate_prompt_tokens is not supported"),
+        # OpenAI completions insertion
+        ("suffix", "end", "suffix is not supported"),
+    ],
+)
+def test_unsupported_fields_with_an_effect_are_refused(
+    field: str, value: object, message: str
+) -> None:
+    bodies = {"chat": chat(**{field: value}), "completions": completion(**{field: value})}
+    for endpoint, body in bodies.items():
+        with pytest.raises(InvalidParameterError) as info:
+            parse(body, endpoint)
+        assert (str(info.value), info.value.param) == (message, field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("logit_bias", None),  # null
+        ("stop_token_ids", []),  # empty
+        ("min_tokens", 0),  # the default
+        ("detokenize", True),  # the default
+        ("use_beam_search", False),  # off
+    ],
+)
+def test_unsupported_fields_with_neutral_values_pass(field: str, value: object) -> None:
+    assert parse(chat(**{field: value})).ignored_fields == []
 
 
 def test_completions_request() -> None:

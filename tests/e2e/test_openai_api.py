@@ -86,8 +86,10 @@ def test_sse_layout_with_usage(server: ServerProcess) -> None:
     usage_chunk = json.loads(events[-2][6:])
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"]["completion_tokens"] == 4
-    contents = [json.loads(e[6:]) for e in events[:-2]]
-    assert all(c["object"] == "chat.completion.chunk" for c in contents)
+    role, *contents = [json.loads(e[6:]) for e in events[:-2]]
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": None}
+    assert "usage" not in role  # OVMS's handshake chunk has no usage key
+    assert all(c["object"] == "chat.completion.chunk" for c in [role, *contents])
     assert all("usage" in c and c["usage"] is None for c in contents)
     assert contents[-1]["choices"][0]["finish_reason"] == "length"
 
