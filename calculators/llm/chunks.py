@@ -27,6 +27,7 @@ __all__ = [
     "new_request_id",
     "openai_error_body",
     "sse_content_chunk",
+    "sse_delta_chunk",
     "sse_error_event",
     "sse_role_chunk",
     "sse_text_chunk",
@@ -91,6 +92,8 @@ def unary_chat_body(
     created: int,
     choices: Sequence[Choice],
     usage: Usage,
+    *,
+    parsed: Sequence[tuple[str | None, list[dict[str, Any]]]] | None = None,
 ) -> bytes:
     """Return the body of a non-streaming ``/chat/completions`` response.
 
@@ -100,6 +103,8 @@ def unary_chat_body(
         created: Unix time in seconds.
         choices: ``(text, finish_reason)`` per choice, in index order.
         usage: token counts.
+        parsed: per choice, ``(reasoning_content, tool_calls)`` found by the output parsers;
+            ``reasoning_content`` is written between ``content`` and ``refusal`` when not None.
     """
     return _dumps(
         {
@@ -108,12 +113,7 @@ def unary_chat_body(
                     "finish_reason": finish_reason,
                     "index": index,
                     "logprobs": None,
-                    "message": {
-                        "content": text,
-                        "refusal": None,
-                        "role": "assistant",
-                        "tool_calls": [],
-                    },
+                    "message": _message(text, parsed[index] if parsed else None),
                 }
                 for index, (text, finish_reason) in enumerate(choices)
             ],
@@ -124,6 +124,17 @@ def unary_chat_body(
             "usage": usage.to_dict(),
         }
     )
+
+
+def _message(
+    text: str, parsed: tuple[str | None, list[dict[str, Any]]] | None
+) -> dict[str, Any]:
+    reasoning, tool_calls = parsed or (None, [])
+    message: dict[str, Any] = {"content": text}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    message.update({"refusal": None, "role": "assistant", "tool_calls": tool_calls})
+    return message
 
 
 def completion_body(
@@ -209,6 +220,35 @@ def sse_content_chunk(
     }
     if include_usage:
         chunk["usage"] = usage.to_dict() if usage is not None else None
+    return _sse(chunk)
+
+
+def sse_delta_chunk(
+    request_model: str,
+    request_id: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None,
+    include_usage: bool,
+    *,
+    index: int = 0,
+) -> bytes:
+    """Return one chunk carrying a parsed ``delta``.
+
+    ``delta`` holds ``content``, ``reasoning_content`` or ``tool_calls`` (see
+    ``calculators.llm.output_parser``); ``usage`` is written as with `sse_content_chunk`.
+    """
+    chunk: dict[str, Any] = {
+        "choices": [
+            {"index": index, "logprobs": None, "delta": delta, "finish_reason": finish_reason}
+        ],
+        "created": created,
+        "id": request_id,
+        "model": request_model,
+        "object": _CHUNK_OBJECT,
+    }
+    if include_usage:
+        chunk["usage"] = None
     return _sse(chunk)
 
 

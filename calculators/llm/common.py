@@ -54,6 +54,8 @@ class RequestContext:
     created: int = field(default_factory=lambda: int(time.time()))
     images: list[Any] = field(default_factory=list)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    #: The rendered prompt ends inside a reasoning block (``<think>``): output starts in it.
+    implicit_reasoning: bool = False
 
 
 @dataclass

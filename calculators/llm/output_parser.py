@@ -18,16 +18,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from calculators.llm.reasoning_parsers import ReasoningParser
+from calculators.llm.reasoning_parsers import ReasoningParser, get_reasoning_parser
 from calculators.llm.tool_parsers import (
     PartialCall,
     ToolCall,
     ToolParse,
     ToolParser,
+    get_tool_parser,
     new_tool_call_id,
 )
 
-__all__ = ["OutputParser", "ParsedMessage", "detect_parsers"]
+__all__ = ["GraphParsers", "OutputParser", "ParsedMessage", "detect_parsers", "graph_parsers"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,3 +169,31 @@ def detect_parsers(template: str) -> tuple[str, str]:
     if "<tool_call>" in template and "</tool_call>" in template:
         return "hermes3", "qwen3" if think else ""
     return "", "qwen3" if think else ""
+
+
+@dataclass(frozen=True)
+class GraphParsers:
+    """The parsers a graph's ``LLMCalculatorOptions`` select."""
+
+    tool_parser: ToolParser | None
+    reasoning_parser: ReasoningParser | None
+    guided_tools: bool
+
+
+def graph_parsers(options: Any, chat_template: str = "") -> GraphParsers:
+    """Parsers from ``tool_parser`` / ``reasoning_parser`` (unset: detected from the template).
+
+    ``"none"`` turns a parser off without detection, as in OVMS.
+
+    Raises:
+        ValueError: an unknown parser name (the message lists the supported ones).
+    """
+    detected = detect_parsers(chat_template) if chat_template else ("", "")
+    tool = options.tool_parser if options.HasField("tool_parser") else detected[0]
+    reasoning = (
+        options.reasoning_parser if options.HasField("reasoning_parser") else detected[1]
+    )
+    return GraphParsers(
+        get_tool_parser(tool), get_reasoning_parser(reasoning),
+        bool(options.enable_tool_guided_generation),
+    )
