@@ -8,6 +8,8 @@ import re
 from calculators.llm.chunks import new_request_id
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
 from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
+from calculators.llm.responses_encoding import new_response_id
+from calculators.llm.responses_protocol import parse_responses_request
 from ovgraph.errors import RequestError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 from ovgraph.serving.payload import HttpPayload
@@ -16,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 _CHAT = re.compile(r"/(v3/)?(v1/)?chat/completions$")
 _COMPLETIONS = re.compile(r"/(v3/)?(v1/)?completions$")
+_RESPONSES = re.compile(r"/(v3/)?(v1/)?responses$")
 WRONG_ENDPOINT = (
     "Wrong endpoint. Allowed endpoints: /v[13]/chat/completions, /v[13]/completions, "
     "/v[13]/responses, /v[13]/tokenize"
@@ -61,12 +64,17 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
             if resources is not None and resources.servable.is_vlm:
                 raise RequestError(VLM_NO_COMPLETIONS)
             endpoint = "completions"
+        elif _RESPONSES.search(path):
+            endpoint = "responses"
         else:
             raise RequestError(WRONG_ENDPOINT)
         body = payload.parsed_json
         if not isinstance(body, dict):
             raise RequestError("JSON body must be an object")
-        request: ChatRequest = parse_chat_request(body, endpoint=endpoint, limits=self.limits)
+        request: ChatRequest = (
+            parse_responses_request(body, self.limits) if endpoint == "responses"
+            else parse_chat_request(body, endpoint=endpoint, limits=self.limits)
+        )
         if request.ignored_fields:
             logger.info(
                 "The following fields were present in the request but ignored: %s",
@@ -75,4 +83,6 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
         context = RequestContext(request=request, payload=payload)
         if endpoint == "completions":
             context.request_id = new_request_id("cmpl")
+        elif endpoint == "responses":
+            context.request_id = new_response_id()
         self.REQUEST(cc).send(context)

@@ -123,6 +123,8 @@ class ChatRequest:
     prompt: str | None = None
     echo: bool = False
     ignored_fields: list[str] = field(default_factory=list)
+    #: ``/responses`` only: the request values its response repeats (``ResponsesEcho``).
+    responses: Any = None
 
 
 # --- rapidjson-compatible type predicates -----------------------------------------------------

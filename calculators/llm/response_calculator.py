@@ -7,6 +7,7 @@ from typing import Any
 from calculators.llm import chunks
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext, TextChunk
 from calculators.llm.output_parser import OutputParser, graph_parsers
+from calculators.llm.responses_encoding import ResponsesStream, response_body
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 
 
@@ -40,6 +41,7 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         self.sent_any = False
         self.parser: OutputParser | None = None
         self.parser_ready = False
+        self.stream: ResponsesStream | None = None
 
     def process(self, cc: CalculatorContext) -> None:
         """Emit the next SSE events, or the whole body once the answer is complete."""
@@ -50,6 +52,9 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         if not self.parser_ready:
             self.parser_ready = True
             self.parser = self._make_parser(cc, ctx)
+        if request.endpoint == "responses":
+            self._responses(cc, chunk)
+            return
         if not request.stream:
             self.parts.append(chunk.text)
             if chunk.finished:
@@ -103,7 +108,40 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         parser = OutputParser(
             parsers.tool_parser, parsers.reasoning_parser, request.tools, ctx.implicit_reasoning
         )
-        return parser if parser.active else None
+        return parser if parser.active or request.endpoint == "responses" else None
+
+    def _responses(self, cc: CalculatorContext, chunk: TextChunk) -> None:
+        """``/responses``: the response object, or its events when streaming."""
+        assert self.parser is not None
+        ctx = chunk.context
+        request = ctx.request
+        reason = (chunk.finish_reason or "stop") if chunk.finished else None
+        usage = chunk.usage or chunks.Usage(0, 0)
+        if not request.stream:
+            self.parts.append(chunk.text)
+            if chunk.finished:
+                message = self.parser.finish("".join(self.parts))
+                self.OUT(cc).send(
+                    response_body(
+                        request.responses, request.model, ctx.request_id, ctx.created, message,
+                        reason or "stop", usage,
+                    )
+                )
+            return
+        if not self.sent_any:
+            self.sent_any = True
+            self.stream = ResponsesStream(
+                request.responses, request.model, ctx.request_id, ctx.created
+            )
+            events = self.stream.start()
+        else:
+            events = b""
+        assert self.stream is not None
+        events += self.stream.deltas(self.parser.feed(chunk.text, final=chunk.finished))
+        if chunk.finished:
+            events += self.stream.finish(reason or "stop", usage)
+        if events:
+            self.OUT(cc).send(events)
 
     def _parsed_body(self, ctx: RequestContext, reason: str, usage: chunks.Usage) -> bytes:
         assert self.parser is not None

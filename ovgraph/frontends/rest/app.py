@@ -47,7 +47,7 @@ def make_app(
         (r"/v1/config/reload", handlers.ConfigReloadHandler, deps),
         (r"/(?:v3/|v1/|v3/v1/)models", handlers.ModelsHandler, deps),
         (rf"/(?:v3/|v1/|v3/v1/)models/{_NAME}", handlers.ModelsHandler, deps),
-        (r"/v1/(chat/completions|completions)", handlers.GraphHandler, deps),
+        (r"/v1/(chat/completions|completions|responses)", handlers.GraphHandler, deps),
         (r"/v3/(?!.*\.\.)(.+)", handlers.GraphHandler, deps),
         (r"/metrics", handlers.MetricsHandler, deps),
         (r"/.*", handlers.NotFoundHandler, deps),

@@ -39,7 +39,8 @@ DISCARD_BYTES = 16 * 1024 * 1024
 # the key and are refused while draining. Listings, probes and metadata stay open, as in OVMS.
 _READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
 _GUARDED = re.compile(
-    r"^/(v3/.+|v1/(chat/)?completions|v2/models/[^/]+(/versions/[0-9]+)?/infer|v1/config/reload)$"
+    r"^/(v3/.+|v1/((chat/)?completions|responses)"
+    r"|v2/models/[^/]+(/versions/[0-9]+)?/infer|v1/config/reload)$"
 )
 _READINESS = re.compile(r"^/v2/(health/ready|models/[^/]+(/versions/[0-9]+)?/ready)$")
 _ENDPOINTS = (
