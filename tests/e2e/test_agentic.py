@@ -289,19 +289,63 @@ def test_skip_special_tokens_false_turns_parsers_off(client: openai.OpenAI) -> N
     assert "reasoning_content" not in (response.choices[0].message.model_extra or {})
 
 
-def test_parser_graph_option_is_needed(tmp_path: Path) -> None:
-    """Without parser options the same template is detected as hermes3 + qwen3."""
+def _forced_call(url: str) -> openai.types.chat.ChatCompletion:
+    client = openai.OpenAI(base_url=url + "/v3", api_key="unused", max_retries=0)
+    return client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[REPORT_SHAPE], max_tokens=120, temperature=0,
+        tool_choice={"type": "function", "function": {"name": "report_shape"}},
+    )
+
+
+def test_parsers_are_detected_from_the_template(tmp_path: Path) -> None:
+    """Without parser options the Qwen3-style template selects hermes3 and qwen3."""
     folder = make_agentic_model(tmp_path / MODEL)
     proc = ServerProcess(["--model_path", str(folder), "--model_name", MODEL]).wait_ready()
     try:
-        client = openai.OpenAI(base_url=proc.url + "/v3", api_key="unused", max_retries=0)
-        response = client.chat.completions.create(
-            model=MODEL, messages=ASK, tools=[REPORT_SHAPE], tool_choice="required",
-            max_tokens=120, temperature=0,
-        )
-        assert response.choices[0].message.tool_calls
+        response = _forced_call(proc.url)
+        assert [c.function.name for c in response.choices[0].message.tool_calls] == [
+            "report_shape"
+        ]
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize(
+    ("flag", "written"),
+    [
+        # Llama's call format is forced and parsed instead of Hermes's
+        ("llama3", '{"name": "report_shape", "parameters": '),
+        # no parser: nothing is forced or parsed, the text stays content
+        ("none", None),
+    ],
+)
+def test_tool_parser_flag(tmp_path: Path, flag: str, written: str | None) -> None:
+    folder = make_agentic_model(tmp_path / MODEL)
+    proc = ServerProcess([
+        "--model_path", str(folder), "--model_name", MODEL, "--task", "text_generation",
+        "--cache_size", "0", "--tool_parser", flag,
+    ]).wait_ready()
+    try:
+        response = _forced_call(proc.url)
+        message = response.choices[0].message
+        if written is None:
+            assert not message.tool_calls and message.content
+        else:
+            assert [c.function.name for c in message.tool_calls] == ["report_shape"]
+            raw = _forced_call_raw(proc.url)
+            assert raw.startswith(written)
+    finally:
+        proc.stop()
+
+
+def _forced_call_raw(url: str) -> str:
+    """The same request with the parsers off (``skip_special_tokens: false``)."""
+    client = openai.OpenAI(base_url=url + "/v3", api_key="unused", max_retries=0)
+    return client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[REPORT_SHAPE], max_tokens=120, temperature=0,
+        tool_choice={"type": "function", "function": {"name": "report_shape"}},
+        extra_body={"skip_special_tokens": False},
+    ).choices[0].message.content
 
 
 def test_unknown_parser_fails_the_load(tmp_path: Path) -> None:
