@@ -124,8 +124,21 @@ def _template_call(call: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def apply_structured_output(config: Any, request: ChatRequest, parsers: GraphParsers) -> None:
-    """Set ``config.structured_output_config`` for ``response_format`` or a forced tool call."""
+    """Set ``config.structured_output_config`` for ``response_format`` or a forced tool call.
+
+    Raises:
+        InvalidParameterError: ``tool_choice`` forces a call but the graph has no tool parser
+            (the call could be neither forced nor returned).
+    """
     import openvino_genai as ov_genai
+
+    forced = request.tool_choice not in ("none", "auto")
+    if request.tools and forced and parsers.tool_parser is None:
+        raise InvalidParameterError(
+            f"tool_choice '{request.tool_choice}' needs a tool parser; this model is served "
+            "without one (set the graph's tool_parser or --tool_parser)",
+            param="tool_choice",
+        )
 
     fields = structured_output_fields(
         request.response_format, request.tools, request.tool_choice, parsers.tool_parser,

@@ -315,7 +315,7 @@ def test_parsers_are_detected_from_the_template(tmp_path: Path) -> None:
     [
         # Llama's call format is forced and parsed instead of Hermes's
         ("llama3", '{"name": "report_shape", "parameters": '),
-        # no parser: nothing is forced or parsed, the text stays content
+        # no parser: a call can be neither forced nor returned
         ("none", None),
     ],
 )
@@ -326,11 +326,16 @@ def test_tool_parser_flag(tmp_path: Path, flag: str, written: str | None) -> Non
         "--cache_size", "0", "--tool_parser", flag,
     ]).wait_ready()
     try:
-        response = _forced_call(proc.url)
-        message = response.choices[0].message
         if written is None:
-            assert not message.tool_calls and message.content
+            with pytest.raises(openai.BadRequestError, match="needs a tool parser"):
+                _forced_call(proc.url)
+            client = openai.OpenAI(base_url=proc.url + "/v3", api_key="unused", max_retries=0)
+            auto = client.chat.completions.create(
+                model=MODEL, messages=ASK, tools=[REPORT_SHAPE], max_tokens=8, temperature=0
+            )  # "auto" without a parser: the text stays content, as in OVMS
+            assert not auto.choices[0].message.tool_calls and auto.choices[0].message.content
         else:
+            message = _forced_call(proc.url).choices[0].message
             assert [c.function.name for c in message.tool_calls] == ["report_shape"]
             raw = _forced_call_raw(proc.url)
             assert raw.startswith(written)
