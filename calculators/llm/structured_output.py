@@ -70,6 +70,9 @@ class _Converter:
         self.root = root
         self.rules: dict[str, str] = {}
         self.refs: dict[str, str] = {}
+        # References being expanded with no "{" or "[" written since: meeting one again would
+        # make a left-recursive grammar.
+        self.unguarded: set[str] = set()
 
     def add(self, name: str, body: str) -> str:
         base, n = name, 1
@@ -136,6 +139,13 @@ class _Converter:
         raise SchemaError(f"{path}/type: unsupported type {json.dumps(kind)}")
 
     def object(self, schema: dict[str, Any], path: str, name: str) -> str:
+        saved, self.unguarded = self.unguarded, set()
+        try:
+            return self._object(schema, path, name)
+        finally:
+            self.unguarded = saved
+
+    def _object(self, schema: dict[str, Any], path: str, name: str) -> str:
         props = schema.get("properties")
         if props is None:
             return "object"
@@ -171,7 +181,11 @@ class _Converter:
         return self.add(name, f'"{{" {first} "}}"')
 
     def array(self, schema: dict[str, Any], path: str, name: str) -> str:
-        item = self.convert(schema.get("items", True), f"{path}/items", f"{name}-item")
+        saved, self.unguarded = self.unguarded, set()
+        try:
+            item = self.convert(schema.get("items", True), f"{path}/items", f"{name}-item")
+        finally:
+            self.unguarded = saved
         low, high = schema.get("minItems", 0), schema.get("maxItems")
         if not isinstance(low, int) or low < 0 or low > _MAX_UNROLL:
             raise SchemaError(f"{path}/minItems: must be an integer from 0 to {_MAX_UNROLL}")
@@ -195,19 +209,24 @@ class _Converter:
         if not isinstance(ref, str):
             raise SchemaError(f"{path}/$ref: must be a string")
         if ref in self.refs:
+            if ref in self.unguarded:
+                raise SchemaError(f"{path}/$ref: '{ref}' refers to itself")
             return self.refs[ref]
         parts = ref.split("/")
         if len(parts) != 3 or parts[0] != "#" or parts[1] not in ("$defs", "definitions"):
             raise SchemaError(f"{path}/$ref: only '#/$defs/NAME' references are supported")
-        target = (self.root.get(parts[1]) or {}).get(parts[2]) if isinstance(
-            self.root, dict
-        ) else None
+        defs = self.root.get(parts[1]) if isinstance(self.root, dict) else None
+        target = defs.get(parts[2]) if isinstance(defs, dict) else None
         if target is None:
             raise SchemaError(f"{path}/$ref: '{ref}' is not defined")
         rule = f"def-{_rule_part(parts[2])}"
         self.refs[ref] = rule
         self.rules[rule] = ""  # reserve the name; recursion refers to it
-        expression = self.convert(target, ref, f"{rule}-body")
+        self.unguarded.add(ref)
+        try:
+            expression = self.convert(target, ref, f"{rule}-body")
+        finally:
+            self.unguarded.discard(ref)
         self.rules[rule] = expression
         return rule
 
@@ -224,6 +243,8 @@ def xml_parameters_grammar(schema: Any) -> str:
         raise SchemaError("#: tool parameters must be an object schema")
     converter = _Converter(schema)
     required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise SchemaError("#/required: must be an array of strings")
     parts = []
     for key, sub in schema.get("properties", {}).items():
         path = f"#/properties/{key}"

@@ -239,11 +239,24 @@ def test_schema_grammar_keeps_property_order_and_optionals() -> None:
         ({"type": "object", "required": ["b"], "properties": {}},
          "'b' is not in properties"),
         ({"type": "array", "maxItems": 1000}, "maxItems"),
+        # a reference cycle that writes nothing first would be a left-recursive grammar
+        ({"$ref": "#/$defs/A", "$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, True]}}},
+         "'#/$defs/A' refers to itself"),
+        ({"$ref": "#/$defs/A", "$defs": []}, "'#/$defs/A' is not defined"),
     ],
 )
 def test_schema_errors_name_keyword_and_place(schema: dict, message: str) -> None:
     with pytest.raises(SchemaError, match=message.replace("[", r"\[")):
         json_schema_grammar(schema)
+
+
+def test_recursion_through_an_object_is_allowed() -> None:
+    grammar = json_schema_grammar({
+        "$ref": "#/$defs/Node",
+        "$defs": {"Node": {"type": "object", "properties": {
+            "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}},
+    })
+    assert "def-Node ::= def-Node-body" in grammar
 
 
 @pytest.mark.parametrize("name", sorted(TOOL_PARSERS))
