@@ -121,6 +121,20 @@ def test_reasoning_item(client: openai.OpenAI) -> None:
     assert response.output[0].summary[0].text
 
 
+def test_streamed_reasoning_summary(client: openai.OpenAI) -> None:
+    kwargs = {"model": MODEL, "input": "Think first.", "max_output_tokens": 10,
+              "temperature": 0, "reasoning": {"effort": "low"}}
+    unary = client.responses.create(**kwargs)
+    events = list(client.responses.create(stream=True, **kwargs))
+    kinds = [e.type for e in events]
+    assert kinds[2:4] == ["response.output_item.added", "response.reasoning_summary_part.added"]
+    text = "".join(
+        e.delta for e in events if e.type == "response.reasoning_summary_text.delta"
+    )
+    assert text == unary.output[0].summary[0].text
+    assert events[-1].response.output[0].type == "reasoning"
+
+
 def test_stream_event_sequence(client: openai.OpenAI) -> None:
     unary = client.responses.create(
         model=MODEL, input="Hello", max_output_tokens=10, temperature=0
