@@ -101,8 +101,10 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     @staticmethod
     def _make_parser(cc: CalculatorContext, ctx: RequestContext) -> OutputParser | None:
         request = ctx.request
-        if request.endpoint == "completions" or not request.skip_special_tokens:
+        if request.endpoint == "completions":
             return None
+        if not request.skip_special_tokens:  # raw text: no parsing
+            return OutputParser(None, None, None) if request.endpoint == "responses" else None
         resources: LLMResources = cc.resources
         parsers = graph_parsers(cc.options, resources.servable.tokenizer.chat_template)
         parser = OutputParser(

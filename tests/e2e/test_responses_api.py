@@ -121,6 +121,15 @@ def test_reasoning_item(client: openai.OpenAI) -> None:
     assert response.output[0].summary[0].text
 
 
+def test_skip_special_tokens_false_is_raw_text(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=MODEL, input="Think first.", max_output_tokens=6, reasoning={"effort": "low"},
+        extra_body={"skip_special_tokens": False},
+    )
+    assert [item.type for item in response.output] == ["message"]
+    assert response.output_text
+
+
 def test_streamed_reasoning_summary(client: openai.OpenAI) -> None:
     kwargs = {"model": MODEL, "input": "Think first.", "max_output_tokens": 10,
               "temperature": 0, "reasoning": {"effort": "low"}}
