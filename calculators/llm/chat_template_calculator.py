@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,9 @@ from calculators.llm.common import (
     RequestContext,
 )
 from calculators.llm.errors import translate_error
+from calculators.llm.output_parser import GraphParsers, graph_parsers
 from calculators.llm.request_validation import ChatRequest
+from calculators.llm.structured_output import structured_output_fields
 from ovgraph.errors import InvalidParameterError
 from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
 
@@ -40,9 +43,14 @@ class ChatTemplateCalculator(LLMNodeCalculator):
 
     @classmethod
     def create_node_resources(cls, spec: NodeSpec, settings: Mapping[str, Any]) -> Any:
-        """Refuse template options this node cannot honour, then load the servable."""
+        """Refuse unsupported template options; load the servable; check the parser names.
+
+        An unknown tool or reasoning parser name fails the graph's load.
+        """
         check_chat_template_mode(spec.options)
-        return super().create_node_resources(spec, settings)
+        resources = super().create_node_resources(spec, settings)
+        graph_parsers(spec.options, resources.servable.tokenizer.chat_template)
+        return resources
 
     def process(self, cc: CalculatorContext) -> None:
         """Template, count, check against the context length, configure sampling."""
@@ -52,7 +60,10 @@ class ChatTemplateCalculator(LLMNodeCalculator):
         request = context.request
         if servable.pipeline_type in ("LM", "VLM"):
             _refuse_for_serial_pipelines(request)
+        parsers = graph_parsers(cc.options, servable.tokenizer.chat_template)
         prompt = self._prompt(servable.tokenizer, request)
+        if parsers.reasoning_parser is not None and request.endpoint != "completions":
+            context.implicit_reasoning = parsers.reasoning_parser.ends_prompt(prompt)
         prompt_tokens = _count_tokens(servable, prompt, context)
         limit = servable.max_length
         if limit is not None:
@@ -69,13 +80,14 @@ class ChatTemplateCalculator(LLMNodeCalculator):
                 )
         config = build_generation_config(servable.default_config, request, prompt_tokens, limit)
         context.prompt, context.prompt_tokens = prompt, prompt_tokens
+        apply_structured_output(config, request, parsers)
         self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
 
     @staticmethod
     def _prompt(tokenizer: Any, request: ChatRequest) -> str:
         if request.endpoint == "completions":
             return request.prompt or ""
-        history = [{"role": m["role"], "content": m["content"]} for m in request.messages]
+        history = [template_message(m) for m in request.messages]
         extra = dict(request.chat_template_kwargs or {})
         add_generation_prompt = bool(extra.pop("add_generation_prompt", True))
         try:
@@ -120,6 +132,63 @@ def check_chat_template_mode(options: Any) -> None:
             f"chat_template_mode: {mode} is not supported: chat templates are rendered by "
             "openvino_genai (MINJA); remove the option or set it to MINJA"
         )
+
+
+def template_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A message as chat templates expect it.
+
+    ``tool_calls`` (when not empty), ``tool_call_id``, ``name`` and ``reasoning_content`` are
+    kept; a tool call's ``arguments`` JSON string becomes an object, as OVMS's chat template
+    adapter and vLLM do (Llama and Qwen templates write ``arguments | tojson``).
+    """
+    out: dict[str, Any] = {"role": message["role"], "content": message["content"]}
+    for key in ("tool_call_id", "name", "reasoning_content"):
+        if key in message:
+            out[key] = message[key]
+    calls = message.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [_template_call(call) for call in calls]
+    return out
+
+
+def _template_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(call)
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            function["arguments"] = parsed
+    result["function"] = function
+    return result
+
+
+def apply_structured_output(config: Any, request: ChatRequest, parsers: GraphParsers) -> None:
+    """Set ``config.structured_output_config`` for ``response_format`` or a forced tool call.
+
+    Raises:
+        InvalidParameterError: ``tool_choice`` forces a call but the graph has no tool parser
+            (the call could be neither forced nor returned).
+    """
+    import openvino_genai as ov_genai
+
+    forced = request.tool_choice not in ("none", "auto")
+    if request.tools and forced and parsers.tool_parser is None:
+        raise InvalidParameterError(
+            f"tool_choice '{request.tool_choice}' needs a tool parser; this model is served "
+            "without one (set the graph's tool_parser or --tool_parser)",
+            param="tool_choice",
+        )
+
+    fields = structured_output_fields(
+        request.response_format, request.tools, request.tool_choice, parsers.tool_parser,
+        parsers.guided_tools,
+    )
+    if fields:
+        config.structured_output_config = ov_genai.StructuredOutputConfig(**fields)
 
 
 def _count_tokens(servable: Any, prompt: str, context: RequestContext) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "new_request_id",
     "openai_error_body",
     "sse_content_chunk",
+    "sse_delta_chunk",
     "sse_error_event",
     "sse_role_chunk",
     "sse_text_chunk",
@@ -100,6 +101,8 @@ def unary_chat_body(
     created: int,
     choices: Sequence[Choice],
     usage: Usage,
+    *,
+    parsed: Sequence[tuple[str | None, list[dict[str, Any]]]] | None = None,
 ) -> bytes:
     """Return the body of a non-streaming ``/chat/completions`` response.
 
@@ -107,8 +110,10 @@ def unary_chat_body(
         request_model: the ``model`` of the request, echoed back.
         request_id: the response id (see `new_request_id`).
         created: Unix time in seconds.
-        choices: ``(text, finish_reason)`` per choice, in index order.
+        choices: ``(text, finish_reason[, logprobs])`` per choice, in index order.
         usage: token counts.
+        parsed: per choice, ``(reasoning_content, tool_calls)`` found by the output parsers;
+            ``reasoning_content`` is written between ``content`` and ``refusal`` when not None.
     """
     return _dumps(
         {
@@ -117,12 +122,7 @@ def unary_chat_body(
                     "finish_reason": choice[1],
                     "index": index,
                     "logprobs": _choice_logprobs(choice),
-                    "message": {
-                        "content": choice[0],
-                        "refusal": None,
-                        "role": "assistant",
-                        "tool_calls": [],
-                    },
+                    "message": _message(choice[0], parsed[index] if parsed else None),
                 }
                 for index, choice in enumerate(choices)
             ],
@@ -133,6 +133,17 @@ def unary_chat_body(
             "usage": usage.to_dict(),
         }
     )
+
+
+def _message(
+    text: str, parsed: tuple[str | None, list[dict[str, Any]]] | None
+) -> dict[str, Any]:
+    reasoning, tool_calls = parsed or (None, [])
+    message: dict[str, Any] = {"content": text}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    message.update({"refusal": None, "role": "assistant", "tool_calls": tool_calls})
+    return message
 
 
 def completion_body(
@@ -281,6 +292,36 @@ def sse_content_chunk(
                 "delta": {"content": delta_text} if delta_text else {},
                 "finish_reason": finish_reason,
             }
+        ],
+        "created": created,
+        "id": request_id,
+        "model": request_model,
+        "object": _CHUNK_OBJECT,
+    }
+    if include_usage:
+        chunk["usage"] = usage.to_dict() if usage is not None else None
+    return _sse(chunk)
+
+
+def sse_delta_chunk(
+    request_model: str,
+    request_id: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None,
+    include_usage: bool,
+    *,
+    index: int = 0,
+    usage: Usage | None = None,
+) -> bytes:
+    """Return one chunk carrying a parsed ``delta``.
+
+    ``delta`` holds ``content``, ``reasoning_content`` or ``tool_calls`` (see
+    ``calculators.llm.output_parser``); ``usage`` is written as with `sse_content_chunk`.
+    """
+    chunk: dict[str, Any] = {
+        "choices": [
+            {"index": index, "logprobs": None, "delta": delta, "finish_reason": finish_reason}
         ],
         "created": created,
         "id": request_id,

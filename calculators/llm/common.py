@@ -60,6 +60,8 @@ class RequestContext:
     #: The templated prompt and its token count, set by the chat template node.
     prompt: str = ""
     prompt_tokens: int = 0
+    #: The rendered prompt ends inside a reasoning block (``<think>``): output starts in it.
+    implicit_reasoning: bool = False
 
 
 @dataclass

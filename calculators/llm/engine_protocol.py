@@ -47,7 +47,7 @@ CONFIG_FIELDS = (
     "repetition_penalty", "rng_seed", "stop_strings", "stop_token_ids", "temperature", "top_k",
     "top_p",
 )  # fmt: skip
-_STRUCTURED_FIELDS = ("json_schema", "regex", "grammar")
+_STRUCTURED_FIELDS = ("json_schema", "regex", "grammar", "structural_tags_config")
 
 
 def config_to_wire(config: Any) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import re
 from calculators.llm.chunks import new_request_id
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
 from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
+from calculators.llm.responses_encoding import new_response_id
+from calculators.llm.responses_protocol import parse_responses_request
 from calculators.llm.tokenize import is_tokenize_endpoint, parse_tokenize_request, tokenize_body
 from ovgraph.errors import InvalidParameterError, RequestError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 _CHAT = re.compile(r"/(v3/)?(v1/)?chat/completions$")
 _COMPLETIONS = re.compile(r"/(v3/)?(v1/)?completions$")
+_RESPONSES = re.compile(r"/(v3/)?(v1/)?responses$")
 WRONG_ENDPOINT = (
     "Wrong endpoint. Allowed endpoints: /v[13]/chat/completions, /v[13]/completions, "
     "/v[13]/responses, /v[13]/tokenize"
@@ -77,9 +80,14 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
             if resources is not None and resources.servable.is_vlm:
                 raise RequestError(VLM_NO_COMPLETIONS)
             endpoint = "completions"
+        elif _RESPONSES.search(path):
+            endpoint = "responses"
         else:
             raise RequestError(WRONG_ENDPOINT)
-        request: ChatRequest = parse_chat_request(body, endpoint=endpoint, limits=self.limits)
+        request: ChatRequest = (
+            parse_responses_request(body, self.limits) if endpoint == "responses"
+            else parse_chat_request(body, endpoint=endpoint, limits=self.limits)
+        )
         if request.ignored_fields:
             logger.info(
                 "The following fields were present in the request but ignored: %s",
@@ -88,4 +96,6 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
         context = RequestContext(request=request, payload=payload)
         if endpoint == "completions":
             context.request_id = new_request_id("cmpl")
+        elif endpoint == "responses":
+            context.request_id = new_response_id()
         self.REQUEST(cc).send(context)

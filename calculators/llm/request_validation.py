@@ -173,6 +173,8 @@ class ChatRequest:
     prompt: str | None = None
     echo: bool = False
     ignored_fields: list[str] = field(default_factory=list)
+    #: ``/responses`` only: the request values its response repeats (``ResponsesEcho``).
+    responses: Any = None
 
 
 # --- rapidjson-compatible type predicates -----------------------------------------------------
@@ -534,9 +536,7 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
         raise _fail("max_tokens value should be greater than 0", zero_param)
 
     if _present(body, "response_format"):
-        if not isinstance(body["response_format"], dict):
-            raise _fail("response_format is not an object", "response_format")
-        req.response_format = body["response_format"]
+        req.response_format = _parse_response_format(body["response_format"])
 
     _check_restricted_text(raw_messages, limits)
     if not limits.accepts_audio:
@@ -548,6 +548,44 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
             raise _fail("chat_template_kwargs must be an object", "chat_template_kwargs")
         _refuse_reserved_kwargs(body["chat_template_kwargs"])
         req.chat_template_kwargs = body["chat_template_kwargs"]
+
+
+_RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+def _parse_response_format(value: Any) -> dict[str, Any] | None:
+    """``{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema", …}}``.
+
+    ``text`` means no constraint (None). Formats OVMS also passes to XGrammar as structural tags
+    are refused: one that fails to compile inside the engine would fail the whole batch.
+    """
+    if not isinstance(value, dict):
+        raise _fail("response_format is not an object", "response_format")
+    kind = value.get("type")
+    if kind not in _RESPONSE_FORMAT_TYPES:
+        raise _fail(
+            "response_format.type must be one of: " + ", ".join(_RESPONSE_FORMAT_TYPES),
+            "response_format.type",
+        )
+    if kind == "text":
+        return None
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            raise _fail(
+                "response_format.json_schema is not an object", "response_format.json_schema"
+            )
+        if "schema" in spec and not isinstance(spec["schema"], (dict, bool)):
+            raise _fail(
+                "response_format.json_schema.schema is not an object",
+                "response_format.json_schema.schema",
+            )
+        if "strict" in spec and not isinstance(spec["strict"], (bool, type(None))):
+            raise _fail(
+                "response_format.json_schema.strict is not a boolean",
+                "response_format.json_schema.strict",
+            )
+    return value
 
 
 def _parse_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -694,6 +732,8 @@ def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:
         if "parameters" in spec and not isinstance(spec["parameters"], dict):
             raise _fail("Function parameters are not a valid JSON object", "tools")
         kept.append(tool)
+    if choice not in ("auto", "required") and not kept:
+        raise _fail(f"tool_choice names function '{choice}' that is not in tools", "tool_choice")
     req.tools, req.tool_choice = kept, choice
 
 

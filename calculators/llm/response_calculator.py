@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from calculators.llm import chunks
-from calculators.llm.common import LLMNodeCalculator, LLMResources, TextChunk
+from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext, TextChunk
+from calculators.llm.output_parser import OutputParser, graph_parsers
+from calculators.llm.responses_encoding import ResponsesStream, response_body
 from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
 from ovgraph.serving.payload import HttpStreamChunk
 
@@ -28,6 +30,11 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
     (templated prompt, raw output with special tokens). ``logprobs`` (unary) are written in
     OpenAI's shape: ``choices[].logprobs.content[]`` for chat, ``tokens`` / ``token_logprobs`` /
     ``top_logprobs`` / ``text_offset`` for ``/completions``.
+
+    With the graph's tool or reasoning parser (``tool_parser``, ``reasoning_parser``, or detected
+    from the chat template), chat answers carry ``tool_calls`` (``finish_reason: "tool_calls"``)
+    and ``reasoning_content``, and streams send them as deltas; ``skip_special_tokens: false``
+    turns the parsers off. ``/responses`` requests get the Responses API's object or events.
 
     node {
       calculator: "OpenAIResponseCalculator"
@@ -61,6 +68,9 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         self.token_logprobs: list[chunks.TokenLogprob] = []
         self.sent_any = False
         self.completion_tokens = 0
+        self.parser: OutputParser | None = None
+        self.parser_ready = False
+        self.stream: ResponsesStream | None = None
 
     def process(self, cc: CalculatorContext) -> None:
         """Emit the next SSE events, or the whole body once the answer is complete."""
@@ -72,70 +82,95 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         if packet.is_empty:  # a bound update (the immediate handler reports those too)
             return
         chunk: TextChunk = packet.get()
-        ctx = chunk.context
-        request = ctx.request
-        model = request.model
+        request = chunk.context.request
         self.ids.extend(chunk.ids)
-        if not request.stream:
+        self.completion_tokens += len(chunk.ids)
+        if not self.parser_ready:
+            self.parser_ready = True
+            self.parser = self._make_parser(cc, chunk.context)
+        if request.endpoint == "responses":
+            self._responses(cc, chunk)
+        elif not request.stream:
             self.parts.append(chunk.text)
             self.token_logprobs.extend(chunk.token_logprobs or ())
             if chunk.finished:
-                usage = chunk.usage or chunks.Usage(0, 0)
-                completions = request.endpoint == "completions"
-                encode = chunks.completion_body if completions else chunks.unary_chat_body
-                encode_logprobs = (
-                    chunks.completion_logprobs if completions else chunks.chat_logprobs
-                )
-                logprobs = encode_logprobs(self.token_logprobs) if request.logprobs else None
-                choices: list[chunks.Choice] = [
-                    ("".join(self.parts), chunk.finish_reason or "stop", logprobs)
-                ]
-                for other in chunk.others:  # n > 1: the further beams, best first
-                    choices.append((
-                        other.text, other.finish_reason,
-                        encode_logprobs(other.token_logprobs or []) if request.logprobs else None,
-                    ))
-                body = encode(model, ctx.request_id, ctx.created, choices, usage)
-                self.OUT(cc).send(self._verbose(cc, chunk, body))
-            return
-        events: list[bytes] = []
+                self.OUT(cc).send(self._verbose(cc, chunk, self._unary_body(cc, chunk)))
+        else:
+            events = self._stream_events(cc, chunk)
+            if events:
+                self.sent_any = True
+                self.OUT(cc).send(HttpStreamChunk(b"".join(events)))
+
+    # ------------------------------------------------------------------ unary
+
+    def _unary_body(self, cc: CalculatorContext, chunk: TextChunk) -> bytes:
+        """The whole answer: every choice, with logprobs and parsed tool calls when asked."""
+        ctx = chunk.context
+        request = ctx.request
         completions = request.endpoint == "completions"
-        self.completion_tokens += len(chunk.ids)
+        encode_logprobs = chunks.completion_logprobs if completions else chunks.chat_logprobs
+        answers = [("".join(self.parts), chunk.finish_reason or "stop", self.token_logprobs)]
+        for other in chunk.others:  # n > 1: the further beams, best first
+            answers.append((other.text, other.finish_reason, other.token_logprobs or []))
+        choices: list[chunks.Choice] = []
+        parsed: list[tuple[str | None, list[dict[str, Any]]]] = []
+        for index, (text, reason, logprobs) in enumerate(answers):
+            encoded = encode_logprobs(logprobs) if request.logprobs else None
+            if self.parser is None:
+                choices.append((text, reason, encoded))
+                continue
+            parser = self.parser if index == 0 else self._make_parser(cc, ctx)
+            assert parser is not None
+            message = parser.finish(text)
+            if message.tool_calls and reason == "stop":
+                reason = "tool_calls"
+            choices.append((message.content, reason, encoded))
+            parsed.append((message.reasoning, [call.to_openai() for call in message.tool_calls]))
+        usage = chunk.usage or chunks.Usage(0, 0)
+        args = (request.model, ctx.request_id, ctx.created, choices, usage)
+        if completions:
+            return chunks.completion_body(*args)
+        return chunks.unary_chat_body(*args, parsed=parsed or None)
+
+    # ------------------------------------------------------------------ streams
+
+    def _stream_events(self, cc: CalculatorContext, chunk: TextChunk) -> list[bytes]:
+        ctx = chunk.context
+        request = ctx.request
+        args = (request.model, ctx.request_id, ctx.created)
+        completions = request.endpoint == "completions"
         usage = self._running_usage(chunk)
+        events: list[bytes] = []
         if not completions and not self.sent_any:
             events.append(
                 chunks.sse_role_chunk(
-                    model, ctx.request_id, ctx.created,
-                    usage=chunks.Usage(ctx.prompt_tokens, 0) if usage is not None else None,
+                    *args, usage=chunks.Usage(ctx.prompt_tokens, 0) if usage is not None else None
                 )
             )
-        if chunk.text or chunk.finished:
+        reason = (chunk.finish_reason or "stop") if chunk.finished else None
+        if self.parser is not None:
+            deltas = self.parser.feed(chunk.text, final=chunk.finished)
+            if reason == "stop" and self.parser.called_tools:
+                reason = "tool_calls"
+            if deltas or chunk.finished:
+                for i, delta in enumerate(deltas or [{}]):
+                    last = i == max(len(deltas), 1) - 1
+                    event = chunks.sse_delta_chunk(
+                        *args, delta, reason if last else None, request.include_usage,
+                        usage=usage,
+                    )
+                    events.append(self._verbose(cc, chunk, event) if last else event)
+        elif chunk.text or chunk.finished:
             encode_chunk = chunks.sse_text_chunk if completions else chunks.sse_content_chunk
             event = encode_chunk(
-                model, ctx.request_id, ctx.created, chunk.text,
-                (chunk.finish_reason or "stop") if chunk.finished else None,
-                request.include_usage, usage=usage,
+                *args, chunk.text, reason, request.include_usage, usage=usage
             )
             events.append(self._verbose(cc, chunk, event))
         if chunk.finished:
             if request.include_usage and chunk.usage is not None:
-                events.append(
-                    chunks.sse_usage_chunk(
-                        model, ctx.request_id, ctx.created, chunk.usage, completions=completions
-                    )
-                )
+                events.append(chunks.sse_usage_chunk(*args, chunk.usage, completions=completions))
             events.append(chunks.SSE_DONE)
-        if events:
-            self.sent_any = True
-            self.OUT(cc).send(HttpStreamChunk(b"".join(events)))
-
-    def _verbose(self, cc: CalculatorContext, chunk: TextChunk, body: bytes) -> bytes:
-        """With ``--verbose_response``, the last body or chunk shows the prompt and raw output."""
-        resources: LLMResources = cc.resources
-        if not (chunk.finished and resources.verbose_response):
-            return body
-        raw = resources.servable.tokenizer.decode(self.ids, skip_special_tokens=False)
-        return chunks.with_verbose(body, chunk.context.prompt, str(raw))
+        return events
 
     def _running_usage(self, chunk: TextChunk) -> chunks.Usage | None:
         """Usage so far, for ``continuous_usage_stats`` (with ``include_usage``) only."""
@@ -145,3 +180,58 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         if chunk.finished and chunk.usage is not None:
             return chunk.usage
         return chunks.Usage(chunk.context.prompt_tokens, self.completion_tokens)
+
+    def _verbose(self, cc: CalculatorContext, chunk: TextChunk, body: bytes) -> bytes:
+        """With ``--verbose_response``, the last body or chunk shows the prompt and raw output."""
+        resources: LLMResources = cc.resources
+        if not (chunk.finished and resources.verbose_response):
+            return body
+        raw = resources.servable.tokenizer.decode(self.ids, skip_special_tokens=False)
+        return chunks.with_verbose(body, chunk.context.prompt, str(raw))
+
+    # ------------------------------------------------------------------ parsers, /responses
+
+    @staticmethod
+    def _make_parser(cc: CalculatorContext, ctx: RequestContext) -> OutputParser | None:
+        request = ctx.request
+        if request.endpoint == "completions":
+            return None
+        if not request.skip_special_tokens:  # raw text: no parsing
+            return OutputParser(None, None, None) if request.endpoint == "responses" else None
+        resources: LLMResources = cc.resources
+        parsers = graph_parsers(cc.options, resources.servable.tokenizer.chat_template)
+        parser = OutputParser(
+            parsers.tool_parser, parsers.reasoning_parser, request.tools, ctx.implicit_reasoning
+        )
+        return parser if parser.active or request.endpoint == "responses" else None
+
+    def _responses(self, cc: CalculatorContext, chunk: TextChunk) -> None:
+        """``/responses``: the response object, or its events when streaming."""
+        assert self.parser is not None
+        ctx = chunk.context
+        request = ctx.request
+        reason = (chunk.finish_reason or "stop") if chunk.finished else None
+        usage = chunk.usage or chunks.Usage(0, 0)
+        if not request.stream:
+            self.parts.append(chunk.text)
+            if chunk.finished:
+                message = self.parser.finish("".join(self.parts))
+                self.OUT(cc).send(
+                    response_body(
+                        request.responses, request.model, ctx.request_id, ctx.created, message,
+                        reason or "stop", usage,
+                    )
+                )
+            return
+        if self.stream is None:
+            self.stream = ResponsesStream(
+                request.responses, request.model, ctx.request_id, ctx.created
+            )
+            events = self.stream.start()
+        else:
+            events = b""
+        events += self.stream.deltas(self.parser.feed(chunk.text, final=chunk.finished))
+        if chunk.finished:
+            events += self.stream.finish(reason or "stop", usage)
+        if events:
+            self.OUT(cc).send(HttpStreamChunk(events))
