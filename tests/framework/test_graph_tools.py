@@ -9,10 +9,12 @@ import pytest
 
 from ovgraph.framework import registry
 from ovgraph.framework.textformat import read_graph_file
+from ovgraph.framework.validation import did_you_mean
 from ovgraph.graph_tools import to_dot, validate_paths
 
 CORPUS = Path(__file__).resolve().parents[1] / "testdata" / "ovms-graphs"
 CORPUS_FILES = sorted(CORPUS.glob("*.pbtxt"))
+_LISTED = " (`ovgraph calculators` lists the registered ones)"
 
 
 def _write(tmp_path: Path, name: str, text: str) -> str:
@@ -41,8 +43,8 @@ node {
     assert code == 1
     assert lines == [
         f"{path}:2: ValidatedGraphConfig Initialization failed. No registered object with name: "
-        'NoSuchCalculator; Unable to find Calculator "NoSuchCalculator"',
-        f'{path}:3: ; Input Stream "nowhere" for node with sorted index 1 name '
+        'NoSuchCalculator; Unable to find Calculator "NoSuchCalculator"' + _LISTED,
+        f'{path}:5: ; Input Stream "nowhere" for node with sorted index 1 name '
         "PassThroughCalculator does not have a corresponding output stream.",
     ]
 
@@ -78,9 +80,10 @@ def _unknown_calculator_lines(path: Path) -> list[str]:
     parsed = read_graph_file(path)
     known = set(registry.known_names())
     return [
-        f"{path}:{line}: ValidatedGraphConfig Initialization failed. No registered object with "
-        f'name: {node.calculator}; Unable to find Calculator "{node.calculator}"'
-        for node, line in zip(parsed.config.node, parsed.node_lines)
+        f"{path}:{fields['calculator'][0]}: ValidatedGraphConfig Initialization failed. No "
+        f'registered object with name: {node.calculator}; Unable to find Calculator '
+        f'"{node.calculator}"{did_you_mean(node.calculator, known) or _LISTED}'
+        for node, fields in zip(parsed.config.node, parsed.field_lines)
         if node.calculator not in known
     ]
 
@@ -90,7 +93,7 @@ def test_corpus_validates_or_names_exactly_its_unknown_calculators(path: Path) -
     expected = _unknown_calculator_lines(path)
     code, lines = validate_paths([str(path)])
     # A graph whose calculators all exist is valid; otherwise the only errors are its unknown
-    # calculators, each at its node's line (no follow-up wiring errors).
+    # calculators, each at its calculator field's line (no follow-up wiring errors).
     assert lines == expected
     assert code == (1 if expected else 0)
 
@@ -104,9 +107,10 @@ def test_corpus_covers_llm_and_negative_graphs() -> None:
     code, lines = validate_paths([str(negative)])
     assert code == 1
     assert lines == [
-        f"{negative}:3: ValidatedGraphConfig Initialization failed. No registered object with "
+        f"{negative}:4: ValidatedGraphConfig Initialization failed. No registered object with "
         "name: OpenVINOModelServerSessionCalculatorWRONGNAME; Unable to find Calculator "
-        '"OpenVINOModelServerSessionCalculatorWRONGNAME"'
+        '"OpenVINOModelServerSessionCalculatorWRONGNAME" Did you mean '
+        '"OpenVINOModelServerSessionCalculator"?'
     ]
 
 
