@@ -102,7 +102,8 @@ class GraphDefinition:
             self.input_stream = _pick(validated.graph_inputs.names(), _INPUT_NAMES)
             self.output_streams = validated.graph_outputs.names()
         except OSError as exc:
-            self._failed(f"Graph file could not be read: {exc.strerror}")
+            where = f" {self.graph_path.resolve()}" if self.graph_path is not None else ""
+            self._failed(f"Graph file{where} could not be read: {exc.strerror}")
             return
         except OvGraphError as exc:
             self._failed(str(exc))
