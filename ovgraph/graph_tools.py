@@ -13,12 +13,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import text_format
+
 from ovgraph.errors import GraphConfigError
+from ovgraph.framework.subgraph import expand_config
 from ovgraph.framework.tag_map import TagMapError, parse_spec, parse_tag_index
 from ovgraph.framework.textformat import parse_graph_config, read_graph_file
 from ovgraph.framework.validation import canonical_node_names, validate
 
-__all__ = ["to_dot", "validate_paths"]
+__all__ = ["expand_path", "to_dot", "validate_paths"]
 
 
 def _line(error: GraphConfigError, path: str) -> str:
@@ -42,6 +45,33 @@ def validate_paths(paths: Iterable[str]) -> tuple[int, list[str]]:
         for error in validate(parsed, base_path=Path(path).resolve().parent):
             lines.append(_line(error, path))
     return (1 if lines else 0), lines
+
+
+def expand_path(path: str) -> tuple[int, str]:
+    """Return ``(exit code, text)``: the graph with every subgraph expanded, as pbtxt.
+
+    The text is what a graph author edits to add a node inside a subgraph (e.g. between the
+    detokenizer and the response encoder of ``HttpLLMCalculator``): it validates and serves as
+    the original does. An invalid graph gives exit code 1 and its ``PATH:LINE: message`` lines.
+    """
+    code, lines = validate_paths([path])
+    if code:
+        return code, "\n".join(lines) + "\n"
+    parsed = read_graph_file(path)
+    config = expand_config(parsed)
+    nodes = list(config.node)
+    del config.node[:]
+    out = [f"# Expanded by `ovgraph expand {Path(path).name}`: every subgraph node replaced by "
+           "its nodes."]
+    if parsed.queue_size_directive is not None:
+        out.append(f"# OVMS_GRAPH_QUEUE_MAX_SIZE: {parsed.queue_size_directive}")
+    header = text_format.MessageToString(config)
+    if header:
+        out.append(header.rstrip("\n"))
+    for node in nodes:
+        body = text_format.MessageToString(node, indent=2).rstrip("\n")
+        out.append(f"\nnode {{\n{body}\n}}")
+    return 0, "\n".join(out) + "\n"
 
 
 def _escape(text: str) -> str:
