@@ -28,8 +28,9 @@ distribution (``UpperCaseCalculator = "my_plugin.upper:UpperCaseCalculator"``), 
 with :func:`register_calculator`. Declared payload types are checked at graph load across every
 stream. Raise :class:`RequestError` / :class:`InvalidParameterError` for the client's mistakes
 (400), anything else fails the run (500, logged with the node's name); raise
-:class:`StopProcessing` to end a source. The packet types of the LLM graph, for calculators
-inserted into it, are in ``calculators.llm.packets``.
+:class:`StopProcessing` to end a source. A calculator package documents the packet types of
+its graphs in a module of its own, for nodes others insert into them (the built-in LLM graph:
+``calculators.llm.packets``).
 """
 
 from __future__ import annotations

@@ -64,26 +64,30 @@ class Collector:
         """Record an error (the callback form ``expand_subgraphs`` takes)."""
         self.add(cls, message, node, line)
 
+    def _lines(self, spec: NodeSpec, field_name: str) -> list[int]:
+        if spec.index >= len(self.field_lines):
+            return []
+        return self.field_lines[spec.index].get(field_name, [])
+
     def line_at(self, spec: NodeSpec, field_name: str, occurrence: int) -> int | None:
         """The line of the ``occurrence``-th ``field_name`` of ``spec``, else the node's."""
-        lines = self.field_lines[spec.index].get(field_name) if spec.index < len(
-            self.field_lines) else None
-        return lines[occurrence] if lines and occurrence < len(lines) else spec.line
+        lines = self._lines(spec, field_name)
+        return lines[occurrence] if occurrence < len(lines) else spec.line
 
     def line_of(self, spec: NodeSpec, field_name: str, value: str | None = None) -> int | None:
-        """The line of ``spec``'s field (its occurrence equal to ``value``), else the node's."""
-        lines = self.field_lines[spec.index].get(field_name) if spec.index < len(
-            self.field_lines) else None
+        """The line of ``spec``'s repeated field whose entry is (or names) ``value``.
+
+        Without ``value``, the line of the field's first occurrence; the node's own line when
+        the field was not written in the file (e.g. inside an expanded subgraph).
+        """
+        lines = self._lines(spec, field_name)
         if not lines:
             return spec.line
-        if value is None:
-            return lines[0]
-        values = list(getattr(spec.config, field_name, []))
-        for k, item in enumerate(values):
-            if value in (item, name_of(item), getattr(item, "tag_index", None)) and k < len(
-                lines
-            ):
-                return lines[k]
+        if value is not None:
+            for k, item in enumerate(getattr(spec.config, field_name)):
+                names = (item, name_of(item), getattr(item, "tag_index", None))
+                if value in names and k < len(lines):
+                    return lines[k]
         return lines[0]
 
 

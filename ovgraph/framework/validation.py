@@ -180,7 +180,7 @@ def _validate(
             spec.options = options_for(cls, node)
         except ContractError as exc:
             out.add(ContractError, f"ValidatedGraphConfig Initialization failed.\n{exc}",
-                    name, out.line_of(spec, "node_options") or out.line_of(spec, "options"))
+                    name, out.line_of(spec, "node_options" if node.node_options else "options"))
         else:
             if parsed_ok:  # a spec that did not parse was reported; its contract is moot
                 try:

@@ -333,3 +333,17 @@ node {
 )
 def test_did_you_mean(name: str, known: list[str], expected: str | None) -> None:
     assert did_you_mean(name, known) == (f' Did you mean "{expected}"?' if expected else "")
+
+
+def test_wrong_extension_options_point_at_the_options_field() -> None:
+    text = """input_stream: "in"
+node {
+  calculator: "PassThroughCalculator"
+  input_stream: "in"
+  output_stream: "out"
+  options { [mediapipe.FlowLimiterCalculatorOptions.ext] { max_in_flight: 2 } }
+}
+"""
+    errors = _errors(text)
+    assert [(type(e), e.line) for e in errors] == [(ContractError, 6)]
+    assert "takes no options" in errors[0].message
