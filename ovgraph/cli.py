@@ -1,4 +1,4 @@
-"""``ovgraph`` command line: ``serve`` (OVMS's flag names), ``validate``, ``draw``, ``export``.
+"""``ovgraph`` command line: ``serve`` (OVMS's flag names), graph tools, ``export``.
 
 ``ovgraph serve`` with no model arguments serves the embedded default model. ``ovgraph
 --rest_port 8000 --model_path …`` (flags first, no sub-command) works too, as ``ovms`` does.
@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ovgraph import plugins
 from ovgraph.config import ServeConfig
@@ -69,10 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ovgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     _add_serve_flags(sub.add_parser("serve", help="serve graphs over REST (and gRPC)"))
-    validate = sub.add_parser("validate", help="check graph.pbtxt files")
+    validate = sub.add_parser("validate", help="check graph.pbtxt files (OK or PATH:LINE: message)")
     validate.add_argument("paths", nargs="+")
-    draw = sub.add_parser("draw", help="print a graph as Graphviz DOT")
+    draw = sub.add_parser("draw", help="validate a graph and print it as Graphviz DOT")
     draw.add_argument("path")
+    draw.add_argument("--expand", action="store_true", help="draw subgraphs node by node")
+    expand = sub.add_parser("expand", help="print a graph with its subgraphs expanded (pbtxt)")
+    expand.add_argument("path")
+    sub.add_parser("calculators", help="list registered calculators, their ports and packages")
     for name, command in plugins.commands().items():
         sub.add_parser(name, add_help=False, help=command.help)
     return parser
@@ -88,6 +91,9 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ovgraph`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["--help"], ["-h"]):
+        build_parser().print_help()
+        return 0
     if not argv or argv[0].startswith("--"):
         argv = ["serve", *argv]
     command = plugins.commands().get(argv[0])
@@ -101,19 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code is not None:
             return code
         return serve(args)
+    from ovgraph import graph_tools
+
     if args.command == "validate":
-        from ovgraph.graph_tools import validate_paths
-
-        code, lines = validate_paths(args.paths)
-        for line in lines:
-            print(line)
-        return code
+        return graph_tools.validate_command(args.paths, sys.stdout)
     if args.command == "draw":
-        from ovgraph.graph_tools import to_dot
-
-        path = Path(args.path)
-        print(to_dot(path.read_text(), name=path.stem))
-        return 0
+        return graph_tools.draw_command(args.path, sys.stdout, sys.stderr, expand=args.expand)
+    if args.command == "expand":
+        return graph_tools.expand_command(args.path, sys.stdout, sys.stderr)
+    if args.command == "calculators":
+        return graph_tools.calculators_command(sys.stdout)
     return 2
 
 

@@ -7,7 +7,14 @@ Usage (from anywhere):
 
 Runs grpcio-tools' protoc (`python -m grpc_tools.protoc -I proto`) over every .proto file,
 writing `*_pb2.py` for all of them and `*_pb2_grpc.py` for the files that define services
-(kserve/). The generated code is then adapted to live inside the ovgraph package:
+(kserve/). The protoc is that of grpcio-tools 1.64.1 (protoc 26.1, "Protobuf Python Version:
+5.26.1"): its code carries no runtime version check and loads on every protobuf from 5.26.1 on,
+so ovgraph installs beside clients that pin an older protobuf than the newest (tritonclient's
+`protobuf<7`, for one). Newer protoc releases stamp a minimum runtime of their own version into
+every module. That grpcio-tools lives in its own venv, `.venv-protoc` (gitignored), created on
+first use, since it cannot share an environment with a protobuf 7 runtime; set
+`OVGRAPH_PROTOC_PYTHON` to use another interpreter that has it. The generated code is then
+adapted to live inside the ovgraph package:
 
 - absolute imports of generated modules (`from mediapipe.framework import calculator_pb2`,
   `from kserve import grpc_predict_v2_pb2`) become `ovgraph._proto.…` imports, and so does the
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import re
 import shutil
 import subprocess
@@ -41,6 +49,10 @@ SERVICE_DIRS = ("kserve",)
 # Proto files registered in a private descriptor pool (see module docstring).
 PRIVATE_POOL_FILES = ("kserve/grpc_predict_v2.proto",)
 
+# protoc 26.1: modules without a runtime version check, loadable on protobuf >= 5.26.1.
+GRPCIO_TOOLS_VERSION = "1.64.1"
+PROTOC_VENV = ROOT / ".venv-protoc"
+
 ROOT_INIT = '"""Generated protobuf modules (tools/gen_proto.py from proto/); do not edit."""\n'
 
 
@@ -54,10 +66,40 @@ def top_level_packages(files: list[str]) -> list[str]:
     return sorted({f.split("/", 1)[0] for f in files})
 
 
+def _tools_version(python: str | Path) -> str | None:
+    probe = "import importlib.metadata as m; print(m.version('grpcio-tools'))"
+    try:
+        done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                              timeout=120, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def protoc_python() -> str:
+    """Return an interpreter whose grpcio-tools is GRPCIO_TOOLS_VERSION (made on first use)."""
+    override = os.environ.get("OVGRAPH_PROTOC_PYTHON")
+    if override:
+        return override
+    if _tools_version(sys.executable) == GRPCIO_TOOLS_VERSION:
+        return sys.executable
+    python = PROTOC_VENV / "bin" / "python"
+    if _tools_version(python) != GRPCIO_TOOLS_VERSION:
+        for step in (
+            [sys.executable, "-m", "venv", str(PROTOC_VENV)],
+            [str(python), "-m", "pip", "install", "-q", f"grpcio-tools=={GRPCIO_TOOLS_VERSION}"],
+        ):
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.stderr.write(done.stdout + done.stderr)
+                raise SystemExit(f"cannot set up {PROTOC_VENV.name}: {' '.join(step)}")
+    return str(python)
+
+
 def run_protoc(out_dir: Path, files: list[str]) -> None:
     """Run grpc_tools.protoc, writing generated modules into out_dir."""
     service_files = [f for f in files if f.split("/", 1)[0] in SERVICE_DIRS]
-    base = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}"]
+    base = [protoc_python(), "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}"]
     commands = [[*base, f"--python_out={out_dir}", *files]]
     if service_files:
         commands.append([*base, f"--grpc_python_out={out_dir}", *service_files])

@@ -169,8 +169,8 @@ def load_node_resources(spec: NodeSpec) -> PythonNodeResources:
     if not path.is_file():
         logger.error('Python node "%s": handler_path %s does not exist', name, path)
         raise _config_error(
-            spec, f'Python node file does not exist: handler_path "{path.name}" of node "{name}" '
-            "(PYTHON_NODE_FILE_DOES_NOT_EXIST)",
+            spec, f"Python node file does not exist: {path.resolve()} (handler_path "
+            f'"{spec.options.handler_path}" of node "{name}"; PYTHON_NODE_FILE_DOES_NOT_EXIST)',
         )
     try:
         module = _import_handler(spec, path)

@@ -49,12 +49,15 @@ class PythonExecutorCalculator(Calculator):
     """Calls ``OvmsPythonModel.execute`` with the node's input tensors and routes its results.
 
     Streams are ``TAG:name`` with any tags. ``execute`` receives the non-empty inputs as a
-    list of ``Tensor`` in sorted tag order; each ``Tensor`` it returns goes to the output
-    stream whose **name** equals ``tensor.name``, at the input timestamp. If ``execute`` is a
-    generator, the node must declare ``LOOPBACK`` on both sides (a back edge with a
+    list of ``Tensor`` in sorted tag order (a KServe ``BYTES`` input sent as raw contents
+    arrives unchanged, length-prefixed or not, as in OVMS); each ``Tensor`` it returns goes to
+    the output stream whose **name** equals ``tensor.name``, at the input timestamp. If
+    ``execute`` is a generator, the node must declare ``LOOPBACK`` on both sides (a back edge with a
     ``SyncSetInputStreamHandler``): the first list is sent at the input timestamp together with
     a ``LOOPBACK`` packet at the next timestamp, and every ``LOOPBACK`` packet brings the next
-    list one timestamp later, until the generator is exhausted.
+    list one timestamp later, until the generator is exhausted. Generative mode is meant for
+    streaming (``ModelStreamInfer``); a unary request to such a node answers, as OVMS does, with
+    the first list once the generator has run to its end.
 
     Handler exceptions are logged with their traceback; the run fails with OVMS' message
     ``Error occurred during graph execution``.

@@ -285,6 +285,10 @@ def as_tensor(payload: Any, name: str) -> Tensor:
     ):
         tensor_name = getattr(payload, "name", None) or name
         shape = tuple(int(d) for d in payload.shape)
+        raw = getattr(payload, "raw", None)
+        if payload.datatype == "BYTES" and isinstance(raw, bytes):
+            # Raw contents reach the handler unchanged, length-prefixed or not (as in OVMS).
+            return Tensor(tensor_name, raw, shape, "BYTES")
         if payload.datatype == "BYTES":
             flat = [bytes(v) for v in payload.data.reshape(-1).tolist()]
             return Tensor(tensor_name, encode_bytes(flat), shape, "BYTES")

@@ -21,10 +21,12 @@ from ovgraph.errors import CalculatorNotFoundError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "import_failure",
     "known_names",
     "lookup",
     "lookup_optional",
     "override",
+    "provider",
     "refresh",
     "register_calculator",
     "unregister",
@@ -114,6 +116,27 @@ def known_names() -> list[str]:
     """Return every registered name, imported or not."""
     with _lock:
         return sorted(set(_registered) | set(_load_entry_points()))
+
+
+def provider(name: str) -> str | None:
+    """Return ``"<distribution> <version>"`` of the package registering ``name``.
+
+    None when ``name`` was registered in-process (``register_calculator``, ``override``) or is
+    unknown.
+    """
+    with _lock:
+        if name in _registered and _load_entry_points().get(name) is None:
+            return None
+        ep = _load_entry_points().get(name)
+    if ep is None or ep.dist is None:
+        return None
+    return f"{ep.dist.name} {ep.dist.version}"
+
+
+def import_failure(name: str) -> str | None:
+    """Why the plugin registering ``name`` failed to import (after a ``lookup``), or None."""
+    with _lock:
+        return _failed.get(name)
 
 
 def lookup(name: str) -> Any:

@@ -100,12 +100,17 @@ class ParsedGraphConfig:
         node_lines: 1-based line of each top-level ``node`` entry, in ``config.node`` order.
         queue_size_directive: value of the ``# OVMS_GRAPH_QUEUE_MAX_SIZE: <value>`` comment line
             (e.g. ``"AUTO"``, ``"0"``, ``"4"``), unvalidated; None when absent.
+        field_lines: per top-level node, the line of each occurrence of each of its fields
+            (``{"input_stream": [5, 6], "calculator": [4]}``), in file order.
+        graph_field_lines: the same for the graph's own top-level fields.
     """
 
     config: Any
     path: str | None = None
     node_lines: list[int] = field(default_factory=list)
     queue_size_directive: str | None = None
+    field_lines: list[dict[str, list[int]]] = field(default_factory=list)
+    graph_field_lines: dict[str, list[int]] = field(default_factory=dict)
 
 
 def register_options_module(module: ModuleType | str) -> list[str]:
@@ -215,9 +220,10 @@ def parse_graph_config(text: str, path: str | None = None) -> ParsedGraphConfig:
     except message.EncodeError as exc:
         # An Any payload lacks required fields (text_format packs it while parsing).
         raise _missing_required_in_any(str(exc), text, path) from None
-    node_lines = _node_lines(text)
+    node_lines, field_lines, graph_field_lines = _field_lines(text)
     if len(node_lines) != len(config.node):  # pragma: no cover - tokenizer and parser disagree
         node_lines = (node_lines + [0] * len(config.node))[: len(config.node)]
+        field_lines = (field_lines + [{}] * len(config.node))[: len(config.node)]
     if not config.IsInitialized():
         errors = config.FindInitializationErrors()
         match = _INIT_ERROR_NODE_RE.match(errors[0]) if errors else None
@@ -232,6 +238,8 @@ def parse_graph_config(text: str, path: str | None = None) -> ParsedGraphConfig:
         path=path,
         node_lines=node_lines,
         queue_size_directive=_queue_directive(text),
+        field_lines=field_lines,
+        graph_field_lines=graph_field_lines,
     )
 
 
@@ -367,9 +375,13 @@ def _tokens(text: str) -> Iterator[tuple[str, int, int]]:
             return
 
 
-def _node_lines(text: str) -> list[int]:
-    """Return the line of every top-level ``node`` field name."""
-    lines: list[int] = []
+def _field_lines(
+    text: str,
+) -> tuple[list[int], list[dict[str, list[int]]], dict[str, list[int]]]:
+    """Return the line of every top-level ``node``, of each node's fields and the graph's."""
+    node_lines: list[int] = []
+    field_lines: list[dict[str, list[int]]] = []
+    graph_fields: dict[str, list[int]] = {}
     depth = 0
     previous = ""
     for token, line, _column in _tokens(text):
@@ -377,10 +389,19 @@ def _node_lines(text: str) -> list[int]:
             depth += 1
         elif token in ("}", ">"):
             depth -= 1
-        elif depth == 0 and token == "node" and previous != ":":
-            lines.append(line)
+        elif previous not in (":", "[", "/", ".") and (token[:1].isalpha() or token[:1] == "_"):
+            # A field name: an identifier that is not a value (values follow ":" or sit in
+            # an extension/Any bracket).
+            if depth == 0:
+                if token == "node":
+                    node_lines.append(line)
+                    field_lines.append({})
+                else:
+                    graph_fields.setdefault(token, []).append(line)
+            elif depth == 1 and field_lines:
+                field_lines[-1].setdefault(token, []).append(line)
         previous = token
-    return lines
+    return node_lines, field_lines, graph_fields
 
 
 def _any_location(text: str, type_name: str) -> tuple[int, int] | None:

@@ -17,10 +17,11 @@ from typing import Any
 
 from ovgraph.errors import GraphConfigError, OvGraphError, ServableNotReadyError
 from ovgraph.framework.graph import CalculatorGraph
+from ovgraph.framework.tag_map import TagMapError, parse_spec
 from ovgraph.framework.textformat import parse_graph_config
 from ovgraph.framework.validation import ValidatedGraph
 
-__all__ = ["GraphDefinition"]
+__all__ = ["GraphDefinition", "request_side_packets"]
 
 logger = logging.getLogger("ovgraph.graph")
 
@@ -81,7 +82,10 @@ class GraphDefinition:
             self.checksum = hashlib.md5(text.encode()).hexdigest()
             parsed = parse_graph_config(text, str(self.graph_path) if self.graph_path else None)
             self.queue_directive = parsed.queue_size_directive
-            validated = ValidatedGraph(parsed, base_path=self.base_path)
+            validated = ValidatedGraph(
+                parsed, base_path=self.base_path,
+                request_side_packets=request_side_packets(parsed.config),
+            )
             resources = {}
             for spec, cls in zip(validated.nodes, validated.classes):
                 try:
@@ -98,7 +102,8 @@ class GraphDefinition:
             self.input_stream = _pick(validated.graph_inputs.names(), _INPUT_NAMES)
             self.output_streams = validated.graph_outputs.names()
         except OSError as exc:
-            self._failed(f"Graph file could not be read: {exc.strerror}")
+            where = f" {self.graph_path.resolve()}" if self.graph_path is not None else ""
+            self._failed(f"Graph file{where} could not be read: {exc.strerror}")
             return
         except OvGraphError as exc:
             self._failed(str(exc))
@@ -174,6 +179,21 @@ class GraphDefinition:
                 }
             ]
         }
+
+
+def request_side_packets(config: Any) -> bool:
+    """Whether requests can bring the graph's side packets.
+
+    KServe requests turn their parameters into side packets (as OVMS does), so a graph fed
+    tensors may need side packets it does not declare. A graph fed HTTP payloads (a
+    ``…_PAYLOAD`` input: the OpenAI routes) gets none, so a required side packet that no node
+    produces and the graph does not declare is a load error for it.
+    """
+    try:
+        tags = [parse_spec(spec)[0] for spec in config.input_stream]
+    except TagMapError:
+        return True  # validation reports the spec
+    return not any(tag.endswith("_PAYLOAD") for tag in tags)
 
 
 def _pick(names: list[str], preferred: tuple[str, ...]) -> str:

@@ -98,6 +98,8 @@ def _stream_payload(tag: str, tensor: Tensor, request: InferRequest) -> Any:
     name = tensor.name
     if tag.startswith(_UNSUPPORTED_TAGS):
         raise RequestError(f'Input stream "{name}" of type {tag} is not supported')
+    if tensor.invalid is not None and not tag.startswith("OVMS_PY_TENSOR"):
+        raise tensor.invalid  # plain BYTES contents reach Python nodes only (as in OVMS)
     if tag.endswith("_PAYLOAD"):
         return _http_payload(tensor, request)
     if tag.startswith("OVMS_PY_TENSOR"):

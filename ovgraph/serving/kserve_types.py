@@ -46,6 +46,11 @@ class Tensor:
 
     ``data`` is a numpy array of ``shape``; BYTES tensors hold an object array of ``bytes``.
     Graph inputs tagged ``OVMS_PY_TENSOR…`` receive this object; calculators may send one back.
+
+    ``raw`` keeps the raw contents of a BYTES tensor as received. Raw BYTES contents that are
+    not KServe's length-prefixed elements (what OVMS's Python quickstart client sends) have no
+    ``data``; ``invalid`` says why, and only Python nodes, which get ``raw`` unchanged as in
+    OVMS, accept them.
     """
 
     name: str
@@ -53,6 +58,8 @@ class Tensor:
     shape: tuple[int, ...]
     data: np.ndarray
     parameters: dict[str, Any] = field(default_factory=dict)
+    raw: bytes | None = None
+    invalid: InvalidParameterError | None = None
 
     @property
     def size(self) -> int:
@@ -150,13 +157,18 @@ def tensor_from_raw(
     """Build a tensor from its raw (little-endian, row-major) contents, checking the size."""
     count = _check_header(name, datatype, shape)
     if datatype == "BYTES":
-        items = decode_bytes_elements(raw, name)
-        if len(items) != count:
-            raise InvalidParameterError(
-                f'Invalid content size of input "{name}": shape {list(shape)} needs {count} '
-                f"BYTES elements, got {len(items)}", param=name,
-            )
-        data = _bytes_array(items, shape)
+        try:
+            items = decode_bytes_elements(raw, name)
+            if len(items) != count:
+                raise InvalidParameterError(
+                    f'Invalid content size of input "{name}": shape {list(shape)} needs {count} '
+                    f"BYTES elements, got {len(items)}", param=name,
+                )
+        except InvalidParameterError as exc:
+            return Tensor(name, datatype, tuple(shape), _bytes_array([], (0,)),
+                          dict(parameters or {}), raw=bytes(raw), invalid=exc)
+        return Tensor(name, datatype, tuple(shape), _bytes_array(items, shape),
+                      dict(parameters or {}), raw=bytes(raw))
     else:
         dtype = np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")
         expected = count * dtype.itemsize

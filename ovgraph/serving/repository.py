@@ -90,7 +90,9 @@ def parse_config_file(path: Path) -> list[GraphEntry]:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
-        raise GraphConfigError(f"Config file could not be read: {exc.strerror}") from exc
+        raise GraphConfigError(
+            f"Config file {path.resolve()} could not be read: {exc.strerror}"
+        ) from exc
     except ValueError as exc:
         raise GraphConfigError(f"Config file is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("model_config_list"), list):

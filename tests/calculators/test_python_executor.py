@@ -397,12 +397,22 @@ def test_new_data_while_generating_is_rejected(tmp_path):
 # ---------------------------------------------------------------------------- errors
 
 
-def test_missing_handler_file_fails_load_without_path(tmp_path):
+def test_missing_handler_file_names_the_resolved_path(tmp_path):
     definition = load(simple_graph("missing/nowhere_handler.py"), tmp_path)
     assert definition.state != AVAILABLE
-    assert "Python node file does not exist" in definition.error
-    assert "nowhere_handler.py" in definition.error
-    assert str(tmp_path) not in definition.error
+    resolved = (tmp_path / "missing" / "nowhere_handler.py").resolve()
+    assert definition.error.startswith(f"Python node file does not exist: {resolved} ")
+    assert 'handler_path "missing/nowhere_handler.py" of node "pyNode"' in definition.error
+
+
+def test_missing_graph_file_names_the_resolved_path(tmp_path):
+    definition = GraphDefinition("gone", graph_path=tmp_path / "models" / "graph.pbtxt")
+    definition.load()
+    assert definition.state != AVAILABLE
+    assert definition.error == (
+        f"Graph file {(tmp_path / 'models' / 'graph.pbtxt').resolve()} could not be read: "
+        "No such file or directory"
+    )
 
 
 def test_handler_without_ovms_python_model_fails_load(tmp_path):
@@ -700,3 +710,98 @@ def test_kserve_request_reaches_python_node_as_tensor(tmp_path):
     assert (outputs["doubled"].datatype, outputs["doubled"].shape) == ("FP32", (1, 2))
     np.testing.assert_array_equal(outputs["doubled"].data, [[3.0, -4.0]])
     assert outputs["info"].data.tobytes() == b"values:FP32:(1, 2)"
+
+
+# ---------------------------------------------------------------------------- BYTES as OVMS
+
+
+BYTES_INFO = """
+from pyovms import Tensor
+
+class OvmsPythonModel:
+    def execute(self, inputs):
+        (tensor,) = inputs
+        info = f"{tensor.datatype}:{tensor.shape}:{tensor.size}".encode()
+        return [Tensor("echo", bytes(tensor)), Tensor("info", info)]
+"""
+
+
+def _bytes_graph(stem: str) -> str:
+    return (
+        'input_stream: "OVMS_PY_TENSOR:text"\n'
+        'output_stream: "OVMS_PY_TENSOR:echo"\noutput_stream: "OVMS_PY_TENSOR_INFO:info"\n'
+        + node("bytesNode", f"{stem}.py", ["INPUT:text"], ["OUTPUT:echo", "INFO:info"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "shape"),
+    [
+        (b"Make this text uppercase.", [25]),  # plain UTF-8, as OVMS's quickstart client sends
+        (b"\x03\x00\x00\x00abc", [1]),  # KServe's length-prefixed element
+        (b"\x03\x00\x00\x00ab", [7]),  # looks prefixed but is not: still as is
+    ],
+)
+def test_raw_bytes_reach_the_handler_unchanged(tmp_path, raw, shape):
+    stem = unique("bytes_info")
+    write_handler(tmp_path, stem, BYTES_INFO)
+    definition = load_ok(_bytes_graph(stem), tmp_path)
+    request = kserve.InferRequest(
+        "python", [kserve.tensor_from_raw("text", "BYTES", shape, raw)]
+    )
+    response = kserve.infer(definition, request, timeout=10)
+    outputs = {o.name: o for o in response.outputs}
+    assert outputs["echo"].data.tobytes() == raw
+    assert outputs["info"].data.tobytes() == f"BYTES:{tuple(shape)}:{len(raw)}".encode()
+
+
+def test_plain_bytes_on_a_tensor_stream_are_still_refused():
+    text = (
+        'input_stream: "TENSOR:in"\noutput_stream: "out"\n'
+        'node { calculator: "PassThroughCalculator" input_stream: "TENSOR:in" '
+        'output_stream: "TENSOR:out" }\n'
+    )
+    definition = GraphDefinition("plain", text=text)
+    definition.load()
+    request = kserve.InferRequest("plain", [kserve.tensor_from_raw("in", "BYTES", [2], b"ab")])
+    with pytest.raises(RequestError, match='Invalid BYTES content of input "in"'):
+        kserve.infer(definition, request, timeout=10)
+
+
+LOOPBACK_EXTRA = """  input_stream_info: { tag_index: "LOOPBACK:0" back_edge: true }
+  input_stream_handler {
+    input_stream_handler: "SyncSetInputStreamHandler"
+    options {
+      [mediapipe.SyncSetInputStreamHandlerOptions.ext] { sync_set { tag_index: "LOOPBACK:0" } }
+    }
+  }
+"""
+
+GENERATOR_COUNTING = """
+from pyovms import Tensor
+
+CALLS = []
+
+class OvmsPythonModel:
+    def execute(self, inputs):
+        for word in (b"one", b"two", b"three"):
+            CALLS.append(word)
+            yield [Tensor("out", word)]
+"""
+
+
+def test_generator_called_unary_answers_its_first_result_as_ovms(tmp_path):
+    # OVMS's unary path waits until the graph is idle (the generator ran to its end through
+    # LOOPBACK) and answers the first packet of each output; generative mode is meant for
+    # ModelStreamInfer (docs/python_support/reference.md).
+    stem = unique("gen_unary")
+    write_handler(tmp_path, stem, GENERATOR_COUNTING)
+    text = 'input_stream: "OVMS_PY_TENSOR:in"\noutput_stream: "OVMS_PY_TENSOR:out"\n' + node(
+        "genNode", f"{stem}.py", ["INPUT:in", "LOOPBACK:lb_in"], ["OUTPUT:out", "LOOPBACK:lb_in"],
+        extra=LOOPBACK_EXTRA,
+    )
+    definition = load_ok(text, tmp_path)
+    request = kserve.InferRequest("python", [kserve.tensor_from_raw("in", "BYTES", [1], b"go")])
+    response = kserve.infer(definition, request, timeout=10)
+    assert [o.data.tobytes() for o in response.outputs] == [b"one"]
+    assert sys.modules[stem].CALLS == [b"one", b"two", b"three"]

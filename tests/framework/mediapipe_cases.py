@@ -755,6 +755,17 @@ INVALID_CASES: tuple[Case, ...] = (
         phrases=('"s"', "is required but was not provided"),
     ),
     Case(
+        # OVMS's LLM node (HttpLLMCalculator) with its LOOPBACK back_edge removed: the node
+        # feeds itself. PassThroughCalculator stands in for it with the same wiring.
+        "loopback_without_back_edge",
+        'input_stream: "PAYLOAD:input"\noutput_stream: "PAYLOAD:output"\n'
+        'node {\n  name: "llmNode1"\n  calculator: "PassThroughCalculator"\n'
+        '  input_stream: "LOOPBACK:loopback"\n  input_stream: "PAYLOAD:input"\n'
+        '  output_stream: "LOOPBACK:loopback"\n  output_stream: "PAYLOAD:output"\n}\n',
+        observe=("output",),
+        phrases=("cycle detected in graph: [llmNode1]",),
+    ),
+    Case(
         "unknown_input_stream_handler",
         _IN_OUT
         + _pt(

@@ -342,8 +342,9 @@ def test_output_side_packet_feeds_a_later_nodes_open() -> None:
 
 
 def test_required_side_packet_missing() -> None:
+    # Declared by the graph, so the client must pass it at run start.
     graph = """
-    input_stream: "in" output_stream: "out"
+    input_stream: "in" output_stream: "out" input_side_packet: "model"
     node { calculator: "ModelUser" input_side_packet: "MODEL:model" input_stream: "IN:in"
            output_stream: "OUT:out" }
     """

@@ -8,9 +8,6 @@ modified.
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +19,8 @@ from ovgraph.framework import registry
 from ovgraph.framework.textformat import parse_graph_config
 from ovgraph.framework.validation import validate
 from ovgraph.testing import run_graph
+from tests.framework._plugin_install import install_example_plugin
 
-PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugins" / "ovgraph_example_plugin"
 PLUGIN_MODULE = "ovgraph_example_plugin.upper_case"
 
 UPPER_GRAPH = """
@@ -73,21 +70,7 @@ def _write_broken_plugin(target: Path) -> None:
 @pytest.fixture(scope="module")
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Build and install the example plugin into a private directory on sys.path."""
-    work = tmp_path_factory.mktemp("plugin")
-    source = work / "src"
-    # Build from a copy: pip builds in-tree and must not leave build/ or *.egg-info behind.
-    shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    target = work / "site"
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-               str(target)]
-    if importlib.util.find_spec("setuptools") is not None:
-        # The build backend is already here: build offline with it.
-        command += ["--no-build-isolation", "--no-index"]
-    done = subprocess.run(
-        [*command, str(source)], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert list(target.glob("ovgraph_example_plugin-0.1.0.dist-info"))
+    target = install_example_plugin(tmp_path_factory.mktemp("plugin"))
     _write_broken_plugin(target)
     sys.path.insert(0, str(target))
     try:
@@ -178,3 +161,21 @@ def test_plugin_import_failure_is_reported_and_isolated(caplog: pytest.LogCaptur
     assert run_graph(UPPER_GRAPH, [("in", 0, "b")]) == {"out": [(0, "B")]}
     errors = validate(parse_graph_config(BROKEN_GRAPH, path="broken.pbtxt"))
     assert len(errors) == 1 and isinstance(errors[0], CalculatorNotFoundError)
+
+
+def test_public_api_exports_what_plugins_use() -> None:
+    import calculators.llm.common as common
+    import calculators.llm.packets as packets
+    import ovgraph.api as api
+
+    # httpx's rule: a sorted __all__, every name defined.
+    assert api.__all__ == sorted(api.__all__, key=lambda n: (not n.isupper(), n))
+    assert all(hasattr(api, name) for name in api.__all__)
+    assert {"Calculator", "CalculatorContext", "Input", "Output", "SidePacket",
+            "register_calculator", "RequestError", "StopProcessing"} <= set(api.__all__)
+    assert api.Calculator.__module__ == "ovgraph.framework.calculator"
+    # The LLM packet types live in the stable module; the internal one re-exports them.
+    for name in ("RequestContext", "GenerationInput", "TokenChunk", "TextChunk"):
+        assert getattr(common, name) is getattr(packets, name)
+        assert getattr(packets, name).__module__ == "calculators.llm.packets"
+    assert "import openvino_genai" not in Path(packets.__file__).read_text()

@@ -492,13 +492,12 @@ def test_kserve_module_coexists_with_tritonclient():
 
 
 def test_generated_modules_are_up_to_date():
-    if importlib.util.find_spec("grpc_tools") is None:
-        pytest.skip("grpcio-tools is not installed")
+    # gen_proto.py runs its pinned protoc from .venv-protoc, which it creates on first use.
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "gen_proto.py"), "--check"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -78,10 +78,11 @@ node {
     error = _one(text, CalculatorNotFoundError, "No registered object with name")
     assert str(error) == (
         "ValidatedGraphConfig Initialization failed.\nNo registered object with name: "
-        'SomeUnknownCalculator; Unable to find Calculator "SomeUnknownCalculator"'
+        'SomeUnknownCalculator; Unable to find Calculator "SomeUnknownCalculator" '
+        "(`ovgraph calculators` lists the registered ones)"
     )
-    assert (error.node, error.line) == ("mystery", 3)
-    assert error.location() == "graphs/x/graph.pbtxt:3"
+    assert (error.node, error.line) == ("mystery", 5)  # the calculator field's line
+    assert error.location() == "graphs/x/graph.pbtxt:5"
 
 
 def test_unconnected_input() -> None:
@@ -123,7 +124,7 @@ node {{ name: "dup" {_PT} input_stream: "in" output_stream: "b"
        input_side_packet: "t" output_side_packet: "p" }}
 """
     error = _one(text, ValidationError, 'Output Side Packet "p" defined twice.')
-    assert (error.node, error.line) == ("dup", 4)
+    assert (error.node, error.line) == ("dup", 5)  # the output_side_packet's line
 
 
 def test_cycle_without_back_edge() -> None:
@@ -168,7 +169,7 @@ node {{
     error = _one(text, ValidationError, "TAG:index:name is invalid")
     assert "Unable to initialize TagMaps" in str(error)
     assert f'"{spec}" does not match' in str(error)
-    assert (error.node, error.line) == ("PassThroughCalculator", 3)
+    assert (error.node, error.line) == ("PassThroughCalculator", 5)  # the bad spec's line
 
 
 def test_repeated_tag_without_index() -> None:
@@ -198,7 +199,8 @@ node {{
 """
     error = _one(text, ValidationError, "requested in InputStreamInfo but is not an input stream")
     assert 'tag_index "LOOP:0"' in str(error)
-    assert (error.node, error.line) == ("n", 3)
+    assert '(node "n"; its inputs: ":0")' in str(error)
+    assert (error.node, error.line) == ("n", 8)
 
 
 def test_duplicate_input_stream_info() -> None:
@@ -208,7 +210,7 @@ node {{ name: "n" {_PT} input_stream: "LOOP:in" output_stream: "LOOP:out"
        input_stream_info {{ tag_index: "LOOP:0" back_edge: false }} }}
 """
     error = _one(text, ValidationError, "has more than one InputStreamInfo")
-    assert (error.node, error.line) == ("n", 2)
+    assert (error.node, error.line) == ("n", 4)  # the second InputStreamInfo
 
 
 def test_bad_tag_index_in_input_stream_info() -> None:
@@ -269,7 +271,7 @@ node {
         text, ContractError, "takes options of type mediapipe.FlowLimiterCalculatorOptions"
     )
     assert "mediapipe.FixedSizeInputStreamHandlerOptions" in str(error)
-    assert (error.node, error.line) == ("s", 2)
+    assert (error.node, error.line) == ("s", 7)  # the node_options line
 
 
 def test_options_on_a_calculator_without_options() -> None:
@@ -308,7 +310,7 @@ node {{ name: "n" {_PT} input_stream: "in" output_stream: "out"
         'NoSuchInputStreamHandler; "NoSuchInputStreamHandler" is not a registered input stream '
         "handler."
     )
-    assert (error.node, error.line) == ("n", 2)
+    assert (error.node, error.line) == ("n", 3)
 
 
 def test_unknown_graph_level_handler_applies_to_every_node() -> None:
@@ -340,7 +342,7 @@ node {
 }
 """
     error = _one(text, ValidationError, 'sync_set tag_index "LOOPBACK:1" is not an input stream')
-    assert (error.node, error.line) == ("llmNode1", 2)
+    assert (error.node, error.line) == ("llmNode1", 10)  # the input_stream_handler line
 
 
 def test_executor_not_declared() -> None:

@@ -98,6 +98,8 @@ def request_from_grpc(message: Any) -> InferRequest:
 def tensor_raw_bytes(tensor: Tensor) -> bytes:
     """Row-major little-endian bytes of a tensor (BYTES: length-prefixed elements)."""
     if tensor.datatype == "BYTES":
+        if tensor.invalid is not None and tensor.raw is not None:
+            return tensor.raw  # a Python node's BYTES buffer, sent as is (as OVMS does)
         return kserve.encode_bytes_elements(bytes(v) for v in tensor.data.reshape(-1))
     dtype = np.dtype(kserve.NUMPY_TYPES[tensor.datatype]).newbyteorder("<")
     return np.ascontiguousarray(tensor.data, dtype=dtype).tobytes()

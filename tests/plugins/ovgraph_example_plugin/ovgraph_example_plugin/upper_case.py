@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ovgraph.framework.calculator import Calculator, CalculatorContext, Input, Output
+from ovgraph.api import Calculator, CalculatorContext, Input, Output
 
 
 class UpperCaseCalculator(Calculator):
