@@ -749,7 +749,7 @@ def test_raw_bytes_reach_the_handler_unchanged(tmp_path, raw, shape):
     request = kserve.InferRequest(
         "python", [kserve.tensor_from_raw("text", "BYTES", shape, raw)]
     )
-    response = kserve.infer(definition, request, timeout=10)
+    response = serve_kserve(definition, request, timeout=10)
     outputs = {o.name: o for o in response.outputs}
     assert outputs["echo"].data.tobytes() == raw
     assert outputs["info"].data.tobytes() == f"BYTES:{tuple(shape)}:{len(raw)}".encode()
@@ -765,7 +765,7 @@ def test_plain_bytes_on_a_tensor_stream_are_still_refused():
     definition.load()
     request = kserve.InferRequest("plain", [kserve.tensor_from_raw("in", "BYTES", [2], b"ab")])
     with pytest.raises(RequestError, match='Invalid BYTES content of input "in"'):
-        kserve.infer(definition, request, timeout=10)
+        serve_kserve(definition, request, timeout=10)
 
 
 LOOPBACK_EXTRA = """  input_stream_info: { tag_index: "LOOPBACK:0" back_edge: true }
@@ -802,6 +802,6 @@ def test_generator_called_unary_answers_its_first_result_as_ovms(tmp_path):
     )
     definition = load_ok(text, tmp_path)
     request = kserve.InferRequest("python", [kserve.tensor_from_raw("in", "BYTES", [1], b"go")])
-    response = kserve.infer(definition, request, timeout=10)
+    response = serve_kserve(definition, request, timeout=10)
     assert [o.data.tobytes() for o in response.outputs] == [b"one"]
     assert sys.modules[stem].CALLS == [b"one", b"two", b"three"]
