@@ -13,6 +13,7 @@ as MediaPipe does when its scheduler goes idle.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from ovgraph.framework.node import (
 )
 from ovgraph.framework.packet import Packet
 from ovgraph.framework.scheduler import Scheduler
+from ovgraph.framework.stats import stats_of
 from ovgraph.framework.textformat import parse_graph_config
 from ovgraph.framework.validation import ValidatedGraph
 
@@ -50,6 +52,7 @@ calc_logger = logging.getLogger("ovgraph.calculator")
 
 Observer = Callable[[str, Packet], None]
 _Calls = list[tuple[Observer, str, Packet]]
+_run_ids = itertools.count(1)
 
 
 class _GraphInput:
@@ -69,6 +72,9 @@ class CalculatorGraph:
     Args:
         graph: a ``ValidatedGraph`` (shared, cheap to instantiate again) or graph text.
         resources: per-node resources built once per graph definition, keyed by node name.
+
+    Attributes:
+        run_id: a process-wide number naming this run (in statistics and traces).
     """
 
     def __init__(
@@ -110,6 +116,9 @@ class CalculatorGraph:
         self._max_queue = graph.max_queue_size
         self._cancel_callbacks: list[Callable[[], None]] = []
         self._done_callbacks: list[Callable[[CalculatorGraph], None]] = []
+        self._stats = stats_of(graph)
+        self.run_id = next(_run_ids)
+        self.stats_started_ns = 0
 
     # ----------------------------------------------------------------- public API
 
@@ -141,6 +150,7 @@ class CalculatorGraph:
                             for n in missing)
             )
         self._started = True
+        self._stats.run_started(self)
         for index in self.graph.order:
             node = self._nodes[index]
             if self._errors:
@@ -296,6 +306,10 @@ class CalculatorGraph:
         """Whether the run has ended."""
         return self._done
 
+    def stat_nodes(self) -> list[CalculatorNode]:
+        """The run's nodes, in node order (for statistics: read without the lock)."""
+        return self._nodes
+
     def get_output_side_packet(self, name: str) -> Any:
         """Return an output side packet set by a node (after ``start_run``)."""
         if name not in self._output_side_packets:
@@ -349,6 +363,9 @@ class CalculatorGraph:
                 return
             if all(n.state != UNOPENED for n in self._nodes) or self._errors:
                 self._done = True
+                self._stats.run_ended(
+                    self, failed=bool(self._errors), cancelled=self._cancelled
+                )
                 for callback in self._done_callbacks:
                     executor.submit(callback, self)
                 self._done_callbacks.clear()

@@ -30,6 +30,7 @@ from ovgraph.framework.calculator import (
     output_types,
 )
 from ovgraph.framework.packet import EMPTY, Packet
+from ovgraph.framework.stats import bucket_of, new_histogram
 from ovgraph.framework.stream_handlers import CLOSE, InputStream, make_handler
 
 __all__ = [
@@ -73,23 +74,27 @@ class CalculatorNode:
 
     __slots__ = (
         "calc",
+        "calls",
         "cc",
         "cls",
         "downstream",
+        "errors",
         "executor",
         "force_close",
         "handler",
+        "hist",
         "is_source",
         "last_call_ns",
         "last_input_ts",
         "outputs",
         "priority",
+        "profile",
         "queued",
         "running",
         "spec",
         "state",
-        "stats",
         "streams",
+        "time_ns",
     )
 
     def __init__(self, spec: NodeSpec, cls: type[Calculator], priority: int) -> None:
@@ -118,7 +123,12 @@ class CalculatorNode:
         self.last_call_ns = 0
         self.calc: Calculator | None = None
         self.cc: CalculatorContext | None = None
-        self.stats: Any = None
+        # Statistics of this run (framework/stats.py folds them into the graph's totals).
+        self.calls = 0
+        self.errors = 0
+        self.time_ns = 0
+        self.hist = new_histogram()
+        self.profile: Any = None  # profiler hooks (framework/profiler.py) when enabled
 
     @property
     def name(self) -> str:
@@ -162,10 +172,12 @@ class CalculatorNode:
                 out.current_ts = ts_mod.UNSTARTED
             self.calc.open(cc)
         except Exception as exc:
-            self.last_call_ns = _clock() - start
+            self.errors += 1
             self.state = CLOSED
             raise NodeCallError("Open", exc) from exc
-        self.last_call_ns = _clock() - start
+        finally:
+            if self.profile is not None:
+                self.profile.open(self, start, _clock())
         self.state = OPEN
         for i, entry in enumerate(spec.output_side_packets):
             value = cc.output_side_packets[i]
@@ -193,7 +205,7 @@ class CalculatorNode:
     def call(self, work: Any) -> int:
         """Outside the lock: run ``work``; return ``CALLED``, ``CLOSED_NOW`` or ``STOPPED``.
 
-        The call's duration is left in ``last_call_ns``.
+        Counts the ``process`` call and its duration (``last_call_ns``) in the node's statistics.
 
         Raises:
             NodeCallError: the calculator raised; its pending outputs are dropped.
@@ -201,39 +213,64 @@ class CalculatorNode:
         cc = self.cc
         calc = self.calc
         assert cc is not None and calc is not None
-        phase = "Process"
+        if work is CLOSE:
+            cc.inputs = [Packet.empty(ts_mod.DONE) for _ in self.streams]
+            cc.input_timestamp = ts_mod.DONE
+            for out in self.outputs:
+                out.current_ts = ts_mod.DONE
+            self._close(calc, cc)
+            return CLOSED_NOW
+        if work is SOURCE:
+            cc.inputs = []
+            ts = ts_mod.UNSET
+        else:
+            ts, packets = work
+            cc.inputs = packets
+            cc.input_timestamp = ts
+            self.last_input_ts = ts
+            for out in self.outputs:
+                out.current_ts = ts
+        stopped = False
         start = _clock()
         try:
-            if work is CLOSE:
-                phase = "Close"
-                cc.inputs = [Packet.empty(ts_mod.DONE) for _ in self.streams]
-                cc.input_timestamp = ts_mod.DONE
-                for out in self.outputs:
-                    out.current_ts = ts_mod.DONE
-                calc.close(cc)
-                return CLOSED_NOW
-            if work is SOURCE:
-                cc.inputs = []
-            else:
-                ts, packets = work
-                cc.inputs = packets
-                cc.input_timestamp = ts
-                self.last_input_ts = ts
-                for out in self.outputs:
-                    out.current_ts = ts
-            try:
-                calc.process(cc)
-            except StopProcessing:
-                phase = "Close"
-                calc.close(cc)
-                return CLOSED_NOW if work is SOURCE else STOPPED
-            return CALLED
+            calc.process(cc)
+        except StopProcessing:
+            stopped = True
         except Exception as exc:
+            self._count(start, ts)
+            self.errors += 1
             for out in self.outputs:
                 out.pending.clear()
-            raise NodeCallError(phase, exc) from exc
+            raise NodeCallError("Process", exc) from exc
+        self._count(start, ts)
+        if not stopped:
+            return CALLED
+        self._close(calc, cc)
+        return CLOSED_NOW if work is SOURCE else STOPPED
+
+    def _count(self, start: int, ts: int) -> None:
+        end = _clock()
+        elapsed = end - start
+        self.last_call_ns = elapsed
+        self.calls += 1
+        self.time_ns += elapsed
+        us = elapsed // 1000
+        self.hist[us if us < 8 else bucket_of(us)] += 1
+        if self.profile is not None:
+            self.profile.process(self, start, end, ts)
+
+    def _close(self, calc: Calculator, cc: CalculatorContext) -> None:
+        start = _clock()
+        try:
+            calc.close(cc)
+        except Exception as exc:
+            self.errors += 1
+            for out in self.outputs:
+                out.pending.clear()
+            raise NodeCallError("Close", exc) from exc
         finally:
-            self.last_call_ns = _clock() - start
+            if self.profile is not None:
+                self.profile.close(self, start, _clock())
 
     def output_bound(self, out: OutputStream) -> int:
         """Under the lock: settle ``out``'s bound after a call (requests, then the offset)."""

@@ -65,8 +65,14 @@ def _prefix_for(node_name: str) -> str:
     return clean + "__"
 
 
-def _expand_subgraphs(parsed: ParsedGraphConfig, out: _Collector) -> tuple[Any, list[int | None]]:
-    """Replace subgraph nodes by their graphs; returns the expanded config and node lines."""
+def _expand_subgraphs(
+    parsed: ParsedGraphConfig, out: _Collector, subgraphs: dict[str, str] | None = None
+) -> tuple[Any, list[int | None], list[tuple[str, ...]]]:
+    """Replace subgraph nodes by their graphs.
+
+    Returns the expanded config, each node's file line, and each node's enclosing subgraph nodes
+    (outermost first); ``subgraphs`` receives the calculator of every expanded subgraph node.
+    """
     from ovgraph._proto.mediapipe.framework import calculator_pb2
 
     config = calculator_pb2.CalculatorGraphConfig()
@@ -74,16 +80,19 @@ def _expand_subgraphs(parsed: ParsedGraphConfig, out: _Collector) -> tuple[Any, 
     lines: list[int | None] = list(parsed.node_lines) + [None] * (
         len(config.node) - len(parsed.node_lines)
     )
+    groups: list[tuple[str, ...]] = [()] * len(config.node)
     for _depth in range(_MAX_SUBGRAPH_DEPTH):
         names = canonical_node_names(list(config.node))
         expanded_any = False
         new_nodes: list[Any] = []
         new_lines: list[int | None] = []
-        for node, name, line in zip(config.node, names, lines):
+        new_groups: list[tuple[str, ...]] = []
+        for node, name, line, group in zip(config.node, names, lines, groups):
             cls = registry.lookup_optional(node.calculator)
             if not (isinstance(cls, type) and issubclass(cls, Subgraph)):
                 new_nodes.append(node)
                 new_lines.append(line)
+                new_groups.append(group)
                 continue
             expanded_any = True
             try:
@@ -95,13 +104,16 @@ def _expand_subgraphs(parsed: ParsedGraphConfig, out: _Collector) -> tuple[Any, 
                 continue
             new_nodes.extend(sub_nodes)
             new_lines.extend([line] * len(sub_nodes))
+            new_groups.extend([(*group, name)] * len(sub_nodes))
+            if subgraphs is not None:
+                subgraphs[name] = node.calculator
         if not expanded_any:
-            return config, lines
+            return config, lines, groups
         del config.node[:]
         config.node.extend(new_nodes)
-        lines = new_lines
+        lines, groups = new_lines, new_groups
     out.add(ValidationError, "Subgraph expansion exceeded the maximum depth (recursive subgraph?)")
-    return config, lines
+    return config, lines, groups
 
 
 def _rename_subgraph(sub: Any, node: Any, prefix: str) -> list[Any]:
@@ -198,6 +210,10 @@ class ValidatedGraph:
     num_threads: int
     max_queue_size: int
     warnings: list[str]
+    node_subgraphs: list[tuple[str, ...]]
+    """Per node: the subgraph nodes it was expanded from, outermost first."""
+    subgraphs: dict[str, str]
+    """Expanded subgraph node name → its subgraph calculator."""
 
 
 class _Result:
@@ -213,7 +229,8 @@ def validate(parsed: ParsedGraphConfig, *, base_path: Path | None = None) -> lis
 def _validate(parsed: ParsedGraphConfig, base_path: Path | None) -> _Result:
     out = _Collector(parsed.path)
     res = _Result()
-    config, lines = _expand_subgraphs(parsed, out)
+    res.subgraphs = {}
+    config, lines, res.node_subgraphs = _expand_subgraphs(parsed, out, res.subgraphs)
     res.config = config
     res.path = parsed.path
     names = canonical_node_names(list(config.node))

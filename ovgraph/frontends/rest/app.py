@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ovgraph.frontends.rest import handlers, kserve_handlers
+from ovgraph.frontends.rest import graph_handlers, handlers, kserve_handlers
 from ovgraph.frontends.rest.protection import (
     DEFAULT_MAX_BODY_BYTES,
     DISCARD_BYTES,
@@ -50,6 +50,7 @@ def make_app(
         (r"/v1/(chat/completions|completions)", handlers.GraphHandler, deps),
         (r"/v3/(?!.*\.\.)(.+)", handlers.GraphHandler, deps),
         (r"/metrics", handlers.MetricsHandler, deps),
+        *graph_handlers.routes(deps),
         (r"/.*", handlers.NotFoundHandler, deps),
     ]
     return ProtectedApplication(
