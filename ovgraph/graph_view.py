@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ovgraph.framework import executor
+from ovgraph.framework.profiler import profiler_of
 from ovgraph.framework.stats import stats_of
 from ovgraph.framework.validation import ValidatedGraph
 
@@ -73,7 +74,11 @@ def describe(graph: ValidatedGraph, name: str) -> dict[str, Any]:
 
 
 def with_stats(graph: ValidatedGraph, name: str) -> dict[str, Any]:
-    """:func:`describe` plus each node's counters, the run counters and the running runs."""
+    """:func:`describe` plus each node's counters, the run counters and the running runs.
+
+    A graph whose ``profiler_config`` enables the profiler also shows its MediaPipe
+    ``calculator_profiles``.
+    """
     view = describe(graph, name)
     stats = stats_of(graph)
     snapshot = stats.snapshot()
@@ -81,6 +86,9 @@ def with_stats(graph: ValidatedGraph, name: str) -> dict[str, Any]:
         node.update(counters)
     view["runs"] = snapshot["runs"]
     view["running"] = running_runs(graph)
+    profiler = profiler_of(graph)
+    if profiler is not None and profiler.profiling:
+        view["calculator_profiles"] = profiler.calculator_profiles()
     return view
 
 

@@ -40,6 +40,7 @@ from ovgraph.framework.node import (
     NodeCallError,
 )
 from ovgraph.framework.packet import Packet
+from ovgraph.framework.profiler import profiler_of
 from ovgraph.framework.scheduler import Scheduler
 from ovgraph.framework.stats import stats_of
 from ovgraph.framework.textformat import parse_graph_config
@@ -119,6 +120,10 @@ class CalculatorGraph:
         self._stats = stats_of(graph)
         self.run_id = next(_run_ids)
         self.stats_started_ns = 0
+        self._profiler = profiler_of(graph)
+        if self._profiler is not None:
+            for index, node in enumerate(self._nodes):
+                node.profile = self._profiler.node_profile(index, self.run_id)
 
     # ----------------------------------------------------------------- public API
 
@@ -200,6 +205,8 @@ class CalculatorGraph:
             if self._max_queue > 0:
                 self._throttle(stream)
             stream.last_ts = ts
+            if self._profiler is not None:
+                self._profiler.packet_added(self.run_id, name, ts)
             bound = ts_mod.next_allowed_in_stream(ts)
             for node, in_id in stream.consumers:
                 s = node.streams[in_id]
@@ -366,6 +373,8 @@ class CalculatorGraph:
                 self._stats.run_ended(
                     self, failed=bool(self._errors), cancelled=self._cancelled
                 )
+                if self._profiler is not None:  # trace log written before waiters wake
+                    self._profiler.run_ended(others_running=self._stats.running() > 0)
                 for callback in self._done_callbacks:
                     executor.submit(callback, self)
                 self._done_callbacks.clear()

@@ -133,6 +133,10 @@ class GraphStats:
         if node.calls:
             totals.hist = list(map(add, totals.hist, node.hist))
 
+    def running(self) -> int:
+        """How many runs are in progress."""
+        return len(self._live)
+
     def live_runs(self) -> list[Any]:
         """The runs in progress."""
         with self._lock:
