@@ -54,6 +54,7 @@ calc_logger = logging.getLogger("ovgraph.calculator")
 Observer = Callable[[str, Packet], None]
 _Calls = list[tuple[Observer, str, Packet]]
 _run_ids = itertools.count(1)
+_UNSET = ts_mod.UNSET
 
 
 class _GraphInput:
@@ -325,10 +326,6 @@ class CalculatorGraph:
 
     # ----------------------------------------------------------------- scheduler hooks
 
-    def next_work(self, node: CalculatorNode) -> Any:
-        """Under the lock: what ``node`` should do now, or None."""
-        return node.next_work(self._cancelled or bool(self._errors))
-
     def run_node(self, node: CalculatorNode, work: Any) -> _Calls:
         """Outside the lock: call the node; then, under the lock, propagate its outputs."""
         try:
@@ -441,9 +438,13 @@ class CalculatorGraph:
     def _propagate(self, node: CalculatorNode) -> _Calls:
         """Under the lock: move a node's new packets and bounds downstream."""
         calls: _Calls = []
+        plain = node.cc is None or node.cc.offset is None
         for out_id, out in enumerate(node.outputs):
             pending = out.pending
-            bound = node.output_bound(out)
+            if plain and out.requested_bound == _UNSET:
+                bound = out.next_allowed  # no bound request, no offset: the common case
+            else:
+                bound = node.output_bound(out)
             if not pending and bound == out.bound:
                 continue
             if pending:
@@ -496,6 +497,7 @@ class CalculatorGraph:
         self._abort()
 
     def _abort(self) -> None:
+        self._scheduler.stopping = True
         for stream in self._inputs.values():
             stream.closed = True
         self._sources_closed = True

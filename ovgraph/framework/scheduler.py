@@ -27,9 +27,6 @@ Calls = list[tuple[Any, str, Any]]
 class SchedulerOwner(Protocol):
     """What the scheduler needs from its graph run."""
 
-    def next_work(self, node: CalculatorNode) -> Any:
-        """Under the lock: the node's next job, or None."""
-
     def run_node(self, node: CalculatorNode, work: Any) -> Calls:
         """Outside the lock: do ``work``; return the output observer calls to make."""
 
@@ -63,6 +60,8 @@ class Scheduler:
         self.space_waiters = 0
         """Threads blocked on a full input queue: woken (``cond``) after every node call."""
         self.cond: threading.Condition | None = None
+        self.stopping = False
+        """Set when the run is cancelled or failed: open nodes are only closed."""
 
     def schedule(self, node: CalculatorNode) -> None:
         """Under the lock: queue ``node`` unless it is queued, running or not open."""
@@ -89,7 +88,7 @@ class Scheduler:
             while heap:
                 _, _, node = heapq.heappop(heap)
                 node.queued = False
-                work = owner.next_work(node)
+                work = node.next_work(self.stopping)
                 if work is None:
                     self.in_flight -= 1
                     continue

@@ -127,10 +127,11 @@ class GraphStats:
 
     @staticmethod
     def _fold(totals: _NodeTotals, node: Any) -> None:
-        totals.calls += node.calls
+        calls = sum(node.hist)  # one histogram entry per process call
+        totals.calls += calls
         totals.errors += node.errors
         totals.time_ns += node.time_ns
-        if node.calls:
+        if calls:
             totals.hist = list(map(add, totals.hist, node.hist))
 
     def running(self) -> int:
