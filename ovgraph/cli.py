@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(sub.add_parser("serve", help="serve graphs over REST (and gRPC)"))
     validate = sub.add_parser("validate", help="check graph.pbtxt files")
     validate.add_argument("paths", nargs="+")
-    draw = sub.add_parser("draw", help="print a graph as Graphviz DOT")
+    draw = sub.add_parser("draw", help="print a graph as Graphviz DOT, SVG or an HTML page")
     draw.add_argument("path")
+    draw.add_argument("--format", choices=["dot", "svg", "html"], default="dot")
     sub.add_parser("export", add_help=False,
                    help="convert a model and write its graph (export_model.py text_generation)")
     return parser
@@ -181,11 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
         return code
     if args.command == "draw":
-        from ovgraph.graph_tools import to_dot
+        from ovgraph.graph_tools import draw_file
 
-        path = Path(args.path)
-        print(to_dot(path.read_text(), name=path.stem))
-        return 0
+        code, text = draw_file(args.path, args.format)
+        print(text, file=sys.stdout if code == 0 else sys.stderr)
+        return code
     return 2
 
 

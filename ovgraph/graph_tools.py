@@ -5,6 +5,8 @@
 - :func:`to_dot` renders a graph as Graphviz DOT: one box per node (name and calculator), one
   edge per stream (labelled with its name, dashed for back edges), graph inputs and outputs as
   plain text nodes. Nodes are drawn as written; subgraphs are not expanded.
+- :func:`draw_file` is ``ovgraph draw``: DOT as above, or ``svg`` / ``html``, the dashboard's
+  picture of the validated graph (subgraphs expanded and grouped; ``ovgraph/graph_picture.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from ovgraph.framework.tag_map import TagMapError, parse_spec, parse_tag_index
 from ovgraph.framework.textformat import parse_graph_config, read_graph_file
 from ovgraph.framework.validation import canonical_node_names, validate
 
-__all__ = ["to_dot", "validate_paths"]
+__all__ = ["DRAW_FORMATS", "draw_file", "to_dot", "validate_paths"]
+
+DRAW_FORMATS = ("dot", "svg", "html")
 
 
 def _line(error: GraphConfigError, path: str) -> str:
@@ -132,3 +136,26 @@ def to_dot(text: str, name: str = "graph") -> str:
             out.append(f"  {_quote(source)} -> {_quote(ident)} [label={_quote(stream)}];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def draw_file(path: str, fmt: str = "dot") -> tuple[int, str]:
+    """``ovgraph draw``: return ``(exit code, text)``; errors as ``PATH:LINE: message`` lines.
+
+    ``dot`` draws the file as written (even an invalid graph); ``svg`` and ``html`` validate it
+    first and draw it as it runs.
+    """
+    if fmt not in DRAW_FORMATS:
+        return 2, f"unknown format {fmt!r}: use one of {', '.join(DRAW_FORMATS)}"
+    file = Path(path)
+    try:
+        if fmt == "dot":
+            return 0, to_dot(file.read_text(), name=file.stem)
+        from ovgraph.graph_picture import graph_view_of_file, render_html, render_svg
+
+        view = graph_view_of_file(file)
+    except GraphConfigError as exc:
+        return 1, _line(exc, path)
+    except OSError as exc:
+        return 1, f"{path}:0: {exc.strerror}"
+    render = render_svg if fmt == "svg" else render_html
+    return 0, render(view, title=view["name"])
