@@ -36,6 +36,7 @@ from ovgraph.framework.node import (
     OPEN,
     STOPPED,
     UNOPENED,
+    BothHooks,
     CalculatorNode,
     NodeCallError,
 )
@@ -123,8 +124,8 @@ class CalculatorGraph:
         self.stats_started_ns = 0
         self._profiler = profiler_of(graph)
         if self._profiler is not None:
-            for index, node in enumerate(self._nodes):
-                node.profile = self._profiler.node_profile(index, self.run_id)
+            profiler = self._profiler
+            self.add_node_hooks(lambda index, _node: profiler.node_profile(index, self.run_id))
 
     # ----------------------------------------------------------------- public API
 
@@ -141,6 +142,21 @@ class CalculatorGraph:
             self._stream_observers.setdefault(name, []).append(entry)
         else:
             raise RequestError(f'Unknown output stream "{name}".')
+
+    def add_node_hooks(self, make: Callable[[int, CalculatorNode], Any]) -> None:
+        """Before ``start_run``: give each node hooks called after its calls.
+
+        ``make(index, node)`` returns an object with ``open(node, start_ns, end_ns)``,
+        ``process(node, start_ns, end_ns, timestamp)`` and ``close(node, start_ns, end_ns)``
+        (``time.perf_counter_ns`` times), or None; it runs on the calling thread of each call.
+        The profiler and request tracing use this.
+        """
+        if self._started:
+            raise RequestError("add_node_hooks must be called before start_run")
+        for index, node in enumerate(self._nodes):
+            hooks = make(index, node)
+            if hooks is not None:
+                node.hooks = hooks if node.hooks is None else BothHooks(node.hooks, hooks)
 
     def start_run(self, side_packets: Mapping[str, Any] | None = None) -> None:
         """Open every node (in dependency order) and start accepting input packets."""

@@ -41,6 +41,7 @@ __all__ = [
     "SOURCE",
     "STOPPED",
     "UNOPENED",
+    "BothHooks",
     "CalculatorNode",
     "NodeCallError",
 ]
@@ -82,11 +83,11 @@ class CalculatorNode:
         "force_close",
         "handler",
         "hist",
+        "hooks",
         "is_source",
         "last_input_ts",
         "outputs",
         "priority",
-        "profile",
         "queued",
         "running",
         "spec",
@@ -124,7 +125,7 @@ class CalculatorNode:
         self.errors = 0
         self.time_ns = 0
         self.hist = new_histogram()
-        self.profile: Any = None  # profiler hooks (framework/profiler.py) when enabled
+        self.hooks: Any = None  # call hooks: profiler, request tracing (add_node_hooks)
 
     @property
     def name(self) -> str:
@@ -172,8 +173,8 @@ class CalculatorNode:
             self.state = CLOSED
             raise NodeCallError("Open", exc) from exc
         finally:
-            if self.profile is not None:
-                self.profile.open(self, start, _clock())
+            if self.hooks is not None:
+                self.hooks.open(self, start, _clock())
         self.state = OPEN
         for i, entry in enumerate(spec.output_side_packets):
             value = cc.output_side_packets[i]
@@ -245,8 +246,8 @@ class CalculatorNode:
         self.time_ns += elapsed
         us = elapsed // 1000
         self.hist[us if us < 8 else bucket_of(us)] += 1
-        if self.profile is not None:
-            self.profile.process(self, start, end, ts)
+        if self.hooks is not None:
+            self.hooks.process(self, start, end, ts)
         if not stopped:
             return CALLED
         self._close(calc, cc)
@@ -257,8 +258,8 @@ class CalculatorNode:
         elapsed = end - start
         self.time_ns += elapsed
         self.hist[bucket_of(elapsed // 1000)] += 1
-        if self.profile is not None:
-            self.profile.process(self, start, end, ts)
+        if self.hooks is not None:
+            self.hooks.process(self, start, end, ts)
 
     def _close(self, calc: Calculator, cc: CalculatorContext) -> None:
         start = _clock()
@@ -270,8 +271,8 @@ class CalculatorNode:
                 out.pending.clear()
             raise NodeCallError("Close", exc) from exc
         finally:
-            if self.profile is not None:
-                self.profile.close(self, start, _clock())
+            if self.hooks is not None:
+                self.hooks.close(self, start, _clock())
 
     def output_bound(self, out: OutputStream) -> int:
         """Under the lock: settle ``out``'s bound after a call (requests, then the offset)."""
@@ -284,3 +285,28 @@ class CalculatorNode:
             bound = last + cc.offset + 1
             out.next_allowed = bound
         return bound
+
+
+class BothHooks:
+    """Two sets of call hooks on one node (e.g. the profiler and request tracing)."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first = first
+        self.second = second
+
+    def open(self, node: CalculatorNode, start_ns: int, end_ns: int) -> None:
+        """``open`` ended."""
+        self.first.open(node, start_ns, end_ns)
+        self.second.open(node, start_ns, end_ns)
+
+    def process(self, node: CalculatorNode, start_ns: int, end_ns: int, ts: int) -> None:
+        """``process`` ended (outputs still pending)."""
+        self.first.process(node, start_ns, end_ns, ts)
+        self.second.process(node, start_ns, end_ns, ts)
+
+    def close(self, node: CalculatorNode, start_ns: int, end_ns: int) -> None:
+        """``close`` ended."""
+        self.first.close(node, start_ns, end_ns)
+        self.second.close(node, start_ns, end_ns)

@@ -334,7 +334,7 @@ class GraphProfiler:
 
 
 class NodeProfile:
-    """The profiler hooks of one node in one run (see ``CalculatorNode.profile``)."""
+    """The profiler hooks of one node in one run (see ``CalculatorNode.hooks``)."""
 
     __slots__ = ("index", "profiler", "run_id")
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ovgraph import tracing
 from ovgraph.framework.graph import CalculatorGraph
 from ovgraph.framework.packet import Packet
 from ovgraph.serving.graph_definition import GraphDefinition
@@ -36,7 +37,8 @@ class HttpGraphRun:
         on_done: Callable[[BaseException | None], None],
     ) -> None:
         self.definition = definition
-        self.graph: CalculatorGraph = definition.new_run()
+        with tracing.incoming(getattr(payload, "headers", None)):
+            self.graph: CalculatorGraph = definition.new_run()
         self._on_output = on_output
         self._on_done = on_done
         output = definition.output_streams[0] if definition.output_streams else ""

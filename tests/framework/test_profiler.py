@@ -198,4 +198,4 @@ def test_no_profiler_config_costs_nothing() -> None:
     ))
     assert profiler_of(graph) is None
     run = _run(graph, 1)
-    assert all(node.profile is None for node in run.stat_nodes())
+    assert all(node.hooks is None for node in run.stat_nodes())

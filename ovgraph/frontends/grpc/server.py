@@ -12,6 +12,7 @@ from ovgraph._proto.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
 from ovgraph.frontends.auth import load_api_key
 from ovgraph.frontends.grpc.auth import make_auth_interceptor
 from ovgraph.frontends.grpc.servicer import InferenceServicer
+from ovgraph.frontends.grpc.tracing import make_tracing_interceptor
 from ovgraph.serving.admission import DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOUT
 from ovgraph.serving.repository import ModelRepository
 
@@ -50,7 +51,7 @@ def start_grpc_server(
     key = load_api_key(settings.get("api_key_file") or None)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ovgraph-grpc"),
-        interceptors=[make_auth_interceptor(key)],
+        interceptors=[make_auth_interceptor(key), make_tracing_interceptor()],
         maximum_concurrent_rpcs=workers + queued,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

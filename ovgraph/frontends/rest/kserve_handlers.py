@@ -14,6 +14,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
+from ovgraph import tracing
 from ovgraph.errors import InvalidParameterError, OvGraphError, RequestError
 from ovgraph.frontends.rest.handlers import BaseHandler
 from ovgraph.serving import kserve
@@ -171,7 +172,8 @@ class InferHandler(BaseHandler):
         self.run = kserve.UnaryInfer(definition, request, on_done)
         self.state.track(self)  # shutdown waits for runs in flight
         try:
-            self.run.start()
+            with tracing.incoming(self.request.headers):
+                self.run.start()
             response, error = await future
         finally:
             self.state.untrack(self)
