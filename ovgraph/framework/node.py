@@ -53,6 +53,8 @@ SOURCE = "source"
 CALLED, CLOSED_NOW, STOPPED = 0, 1, 2
 _UNSET = ts_mod.UNSET
 _clock = time.perf_counter_ns
+_TIMED_FIRST = 16  # calls of a run always timed
+_TIMED_MASK = 7  # then one in eight
 
 
 class NodeCallError(Exception):
@@ -75,6 +77,7 @@ class CalculatorNode:
 
     __slots__ = (
         "calc",
+        "calls",
         "cc",
         "cls",
         "downstream",
@@ -121,7 +124,9 @@ class CalculatorNode:
         self.last_input_ts = ts_mod.UNSTARTED
         self.calc: Calculator | None = None
         self.cc: CalculatorContext | None = None
-        # Statistics of this run (framework/stats.py folds them into the graph's totals).
+        # Statistics of this run (framework/stats.py folds them into the graph's totals): calls,
+        # errors, and the durations of the timed calls (time_ns, hist).
+        self.calls = 0
         self.errors = 0
         self.time_ns = 0
         self.hist = new_histogram()
@@ -202,7 +207,7 @@ class CalculatorNode:
     def call(self, work: Any) -> int:
         """Outside the lock: run ``work``; return ``CALLED``, ``CLOSED_NOW`` or ``STOPPED``.
 
-        Counts the ``process`` call and its duration in the node's statistics.
+        Counts the ``process`` call (and, sampled, its duration) in the node's statistics.
 
         Raises:
             NodeCallError: the calculator raised; its pending outputs are dropped.
@@ -227,37 +232,38 @@ class CalculatorNode:
             self.last_input_ts = ts
             for out in self.outputs:
                 out.current_ts = ts
+        # Statistics: every call is counted; its duration is measured for the first calls of
+        # the run, then for one call in eight (a clock read costs as much as a short call), and
+        # always when hooks (profiler, tracing) want it.
+        calls = self.calls + 1
+        self.calls = calls
+        timed = calls <= _TIMED_FIRST or not calls & _TIMED_MASK or self.hooks is not None
+        start = _clock() if timed else 0
         stopped = False
-        start = _clock()
         try:
             calc.process(cc)
         except StopProcessing:
             stopped = True
         except Exception as exc:
-            self._count(start, ts)
             self.errors += 1
+            if timed:
+                self._timed(start, ts)
             for out in self.outputs:
                 out.pending.clear()
             raise NodeCallError("Process", exc) from exc
-        # The statistics of ``_count``, inlined: this is the hot path of every packet (the call
-        # count is the histogram's total).
-        end = _clock()
-        elapsed = end - start
-        self.time_ns += elapsed
-        us = elapsed // 1000
-        self.hist[us if us < 8 else bucket_of(us)] += 1
-        if self.hooks is not None:
-            self.hooks.process(self, start, end, ts)
+        if timed:
+            self._timed(start, ts)
         if not stopped:
             return CALLED
         self._close(calc, cc)
         return CLOSED_NOW if work is SOURCE else STOPPED
 
-    def _count(self, start: int, ts: int) -> None:
+    def _timed(self, start: int, ts: int) -> None:
         end = _clock()
         elapsed = end - start
         self.time_ns += elapsed
-        self.hist[bucket_of(elapsed // 1000)] += 1
+        us = elapsed // 1000
+        self.hist[us if us < 8 else bucket_of(us)] += 1
         if self.hooks is not None:
             self.hooks.process(self, start, end, ts)
 

@@ -159,3 +159,18 @@ def test_quantiles_of_a_spread() -> None:
     assert p50 is not None and 8 <= p50 <= 12
     assert p99 is not None and 4096 <= p99 <= 5120
     assert quantile(new_histogram(), 0.5) is None
+
+
+def test_long_runs_time_a_sample_of_their_calls() -> None:
+    graph = ValidatedGraph(parse_graph_config(CHAIN))
+    run = _run(graph, list(range(100)))
+    run.wait_until_done(5)
+    first = run.stat_nodes()[0]
+    assert first.calls == 100
+    # The first 16 calls, then every eighth: 24, 32, ..., 96.
+    assert sum(first.hist) == 16 + len(range(24, 101, 8))
+    snap = stats_of(graph).snapshot()
+    node = snap["nodes"][0]
+    assert node["process_calls"] == 100
+    assert node["process_time_us"]["p50"] is not None
+    assert node["process_seconds_sum"] > 0
