@@ -454,7 +454,7 @@ class CalculatorGraph:
     def _propagate(self, node: CalculatorNode) -> _Calls:
         """Under the lock: move a node's new packets and bounds downstream."""
         calls: _Calls = []
-        plain = node.cc is None or node.cc.offset is None
+        plain = node.plain_bounds
         for out_id, out in enumerate(node.outputs):
             pending = out.pending
             if plain and out.requested_bound == _UNSET:

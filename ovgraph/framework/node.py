@@ -90,6 +90,7 @@ class CalculatorNode:
         "is_source",
         "last_input_ts",
         "outputs",
+        "plain_bounds",
         "priority",
         "queued",
         "running",
@@ -126,6 +127,7 @@ class CalculatorNode:
         self.cc: CalculatorContext | None = None
         # Statistics of this run (framework/stats.py folds them into the graph's totals): calls,
         # errors, and the durations of the timed calls (time_ns, hist).
+        self.plain_bounds = True  # no TIMESTAMP_OFFSET: bounds move only on request
         self.calls = 0
         self.errors = 0
         self.time_ns = 0
@@ -186,6 +188,7 @@ class CalculatorNode:
             if value is not EMPTY:
                 output_side_packets[entry.name] = value
         cc.input_timestamp = ts_mod.PRE_STREAM
+        self.plain_bounds = cc.offset is None
 
     # ----------------------------------------------------------------- process / close
 
