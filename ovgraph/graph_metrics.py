@@ -10,9 +10,9 @@ name), ``calculator``, ``status`` — all from the graph files, never from reque
 | ``ovgraph_graph_runs_total`` | counter | ``graph``, ``status`` (finished, failed, cancelled) |
 | ``ovgraph_graph_runs_running`` | gauge | ``graph`` |
 | ``ovgraph_graph_run_duration_seconds`` | summary (p50, p99) | ``graph`` |
-| ``ovgraph_node_process_calls_total`` | counter | ``graph``, ``node``, ``calculator`` |
+| ``ovgraph_node_calls_total`` | counter | ``graph``, ``node``, ``calculator`` |
 | ``ovgraph_node_errors_total`` | counter | ``graph``, ``node``, ``calculator`` |
-| ``ovgraph_node_process_seconds`` | summary (p50, p99) | ``graph``, ``node``, ``calculator`` |
+| ``ovgraph_node_call_seconds`` | summary (p50, p99) | ``graph``, ``node``, ``calculator`` |
 | ``ovgraph_node_queued_packets`` | gauge | ``graph``, ``node``, ``calculator`` |
 """
 
@@ -58,14 +58,14 @@ class _GraphCollector:
             "ovgraph_graph_run_duration_seconds", "Duration of graph runs (p50, p99).", "summary"
         )
         calls = CounterMetricFamily(
-            "ovgraph_node_process_calls", "Calculator process() calls per node.", labels=_NODE
+            "ovgraph_node_calls", "Calculator process() calls per node.", labels=_NODE
         )
         errors = CounterMetricFamily(
             "ovgraph_node_errors", "Calculator failures (open, process, close) per node.",
             labels=_NODE,
         )
         seconds = Metric(
-            "ovgraph_node_process_seconds", "Time in process() per node (p50, p99).", "summary"
+            "ovgraph_node_call_seconds", "Time in process() per node (p50, p99).", "summary"
         )
         queued = GaugeMetricFamily(
             "ovgraph_node_queued_packets", "Packets waiting in a node's input streams now.",

@@ -138,13 +138,13 @@ def test_prometheus_metrics_have_a_node_label(server: AppServer) -> None:
     assert status == 200
     text = raw.decode()
     assert (
-        'ovgraph_node_process_calls_total{calculator="VLMGenerationCalculator",'
+        'ovgraph_node_calls_total{calculator="VLMGenerationCalculator",'
         f'graph="{DEFAULT}",node="llmexecutor__generation"}}'
     ) in text
     assert 'ovgraph_node_errors_total{calculator="RaisingCalculator",graph="raising",' \
            'node="raiser"}' in text
     assert f'ovgraph_graph_runs_total{{graph="{DEFAULT}",status="finished"}}' in text
-    assert 'ovgraph_node_process_seconds{calculator="VLMGenerationCalculator",' in text
+    assert 'ovgraph_node_call_seconds{calculator="VLMGenerationCalculator",' in text
     assert 'quantile="0.99"' in text
     assert f'ovgraph_node_queued_packets{{calculator="OpenAIRequestCalculator",graph="{DEFAULT}"' \
         in text
