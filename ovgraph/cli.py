@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(sub.add_parser("serve", help="serve graphs over REST (and gRPC)"))
     validate = sub.add_parser("validate", help="check graph.pbtxt files (OK or PATH:LINE: message)")
     validate.add_argument("paths", nargs="+")
-    draw = sub.add_parser("draw", help="validate a graph and print it as Graphviz DOT")
+    draw = sub.add_parser("draw", help="validate a graph and print it as DOT, SVG or an HTML page")
     draw.add_argument("path")
+    draw.add_argument("--format", choices=["dot", "svg", "html"], default="dot")
     draw.add_argument("--expand", action="store_true", help="draw subgraphs node by node")
     expand = sub.add_parser("expand", help="print a graph with its subgraphs expanded (pbtxt)")
     expand.add_argument("path")
@@ -112,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         return graph_tools.validate_command(args.paths, sys.stdout)
     if args.command == "draw":
-        return graph_tools.draw_command(args.path, sys.stdout, sys.stderr, expand=args.expand)
+        return graph_tools.draw_command(
+            args.path, sys.stdout, sys.stderr, expand=args.expand, fmt=args.format
+        )
     if args.command == "expand":
         return graph_tools.expand_command(args.path, sys.stdout, sys.stderr)
     if args.command == "calculators":

@@ -10,6 +10,8 @@
 - :func:`describe_calculators` lists the registered calculators, their ports and packages.
 
 The ``*_command`` functions are the subcommands: they print and return the exit code.
+- ``ovgraph draw --format svg|html`` draws the dashboard's picture of the validated graph
+  (subgraphs expanded and grouped; ``ovgraph/graph_picture.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ovgraph.framework.textformat import parse_graph_config, read_graph_file
 from ovgraph.framework.validation import canonical_node_names, validate
 
 __all__ = [
+    "DRAW_FORMATS",
     "calculators_command",
     "describe_calculators",
     "draw_command",
@@ -37,6 +40,8 @@ __all__ = [
     "validate_command",
     "validate_paths",
 ]
+
+DRAW_FORMATS = ("dot", "svg", "html")
 
 
 def _line(error: GraphConfigError, path: str) -> str:
@@ -293,15 +298,30 @@ def validate_command(paths: Sequence[str], out: IO[str]) -> int:
     return code
 
 
-def draw_command(path: str, out: IO[str], err: IO[str], *, expand: bool = False) -> int:
-    """``ovgraph draw``: validate, then print DOT (errors go to ``err``, exit code 1)."""
+def draw_command(
+    path: str, out: IO[str], err: IO[str], *, expand: bool = False, fmt: str = "dot"
+) -> int:
+    """``ovgraph draw``: validate, then print DOT, SVG or an HTML page (errors go to ``err``).
+
+    ``svg`` and ``html`` draw the graph as it runs: subgraphs expanded and grouped.
+    """
+    if fmt not in DRAW_FORMATS:
+        print(f"unknown format {fmt!r}: use one of {', '.join(DRAW_FORMATS)}", file=err)
+        return 2
     code, lines = validate_paths([path])
     if code:
         for line in lines:
             print(line, file=err)
         return code
-    text = Path(path).read_text(encoding="utf-8-sig")
-    out.write(to_dot(text, name=Path(path).parent.name or Path(path).stem, expand=expand))
+    if fmt == "dot":
+        text = Path(path).read_text(encoding="utf-8-sig")
+        out.write(to_dot(text, name=Path(path).parent.name or Path(path).stem, expand=expand))
+        return 0
+    from ovgraph.graph_picture import graph_view_of_file, render_html, render_svg
+
+    view = graph_view_of_file(Path(path))
+    render = render_svg if fmt == "svg" else render_html
+    print(render(view, title=view["name"]), file=out)
     return 0
 
 

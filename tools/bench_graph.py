@@ -9,10 +9,17 @@ in-process; MediaPipe runs in ``.venv-mediapipe`` (created on first use, see
 Usage::
 
     .venv/bin/python tools/bench_graph.py [--packets N] [--repeat R] [--skip-mediapipe]
+    .venv/bin/python tools/bench_graph.py --baseline REF [--rounds K]
 
 Prints per-packet microseconds for both chain lengths; the last line is a JSON object with
 ``ovgraph_us_per_packet``, ``mediapipe_us_per_packet`` and ``ratio`` (10-node chain,
 ovgraph / mediapipe).
+
+``--baseline REF`` compares this tree's ovgraph with the ovgraph of git revision ``REF``
+(extracted to a temporary folder) instead: both run in subprocesses, alternating ABAB for
+``--rounds`` rounds on the 10-node chain, and the last line is a JSON object with both medians,
+``ratio`` (this tree / baseline, of the median wall times), ``best_ratio`` (of the best rounds) and
+``cpu_ratio`` (of the median process CPU time per packet, less sensitive to a busy machine).
 """
 
 from __future__ import annotations
@@ -126,12 +133,81 @@ def bench_mediapipe(lengths: list[int], packets: int, repeat: int) -> dict[int, 
     return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
+_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[2])
+import bench_graph  # puts this tree first on sys.path: the measured tree goes before it
+sys.path.insert(0, sys.argv[1])
+import ovgraph.framework.graph as graph_module
+assert graph_module.__file__.startswith(sys.argv[1]), graph_module.__file__
+import time
+cpu = time.process_time()
+wall = bench_graph.bench_ovgraph(10, int(sys.argv[3]), int(sys.argv[4]))
+cpu = (time.process_time() - cpu) * 1e6 / (int(sys.argv[3]) * int(sys.argv[4]))
+print(json.dumps([wall, cpu]))
+"""
+
+
+def _bench_tree(root: Path, packets: int, repeat: int) -> tuple[float, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(root), str(REPO_ROOT / "tools"), str(packets),
+         str(repeat)],
+        capture_output=True, text=True, timeout=1800, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark of {root} failed: {done.stderr.strip()[-2000:]}")
+    wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(wall), float(cpu)
+
+
+def compare_baseline(ref: str, packets: int, repeat: int, rounds: int) -> dict[str, Any]:
+    """Median µs/packet of this tree and of git revision ``ref``, measured alternately."""
+    import statistics
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ovgraph-baseline-") as tmp:
+        archive = Path(tmp) / "src.tar"
+        subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "archive", "-o", str(archive), ref, "ovgraph",
+             "calculators"],
+            check=True,
+        )
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        base_root = Path(tmp)
+        ours: list[tuple[float, float]] = []
+        theirs: list[tuple[float, float]] = []
+        for _ in range(rounds):
+            theirs.append(_bench_tree(base_root, packets, repeat))
+            ours.append(_bench_tree(REPO_ROOT, packets, repeat))
+            print(f"baseline {theirs[-1][0]:.2f} us/packet (cpu {theirs[-1][1]:.2f}), "
+                  f"this tree {ours[-1][0]:.2f} us/packet (cpu {ours[-1][1]:.2f})", flush=True)
+
+    def ratio(pick: Any, index: int) -> float:
+        return round(pick(r[index] for r in ours) / pick(r[index] for r in theirs), 3)
+
+    return {
+        "baseline": ref,
+        "baseline_us_per_packet": round(statistics.median(r[0] for r in theirs), 2),
+        "us_per_packet": round(statistics.median(r[0] for r in ours), 2),
+        "ratio": ratio(statistics.median, 0),
+        "best_ratio": ratio(min, 0),
+        "cpu_ratio": ratio(statistics.median, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--packets", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; best wins")
     parser.add_argument("--skip-mediapipe", action="store_true")
+    parser.add_argument("--baseline", help="git revision to compare this tree's ovgraph with")
+    parser.add_argument("--rounds", type=int, default=3, help="ABAB rounds with --baseline")
     args = parser.parse_args()
+    if args.baseline:
+        print(json.dumps(compare_baseline(args.baseline, args.packets, args.repeat, args.rounds)))
+        return 0
     lengths = [10, 1]
     ours = {n: bench_ovgraph(n, args.packets, args.repeat) for n in lengths}
     theirs = {} if args.skip_mediapipe else bench_mediapipe(lengths, args.packets, args.repeat)

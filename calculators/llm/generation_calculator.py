@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from calculators.llm.chunks import Usage
 from calculators.llm.common import GenerationInput, LLMNodeCalculator, LLMResources, TokenChunk
@@ -11,6 +11,7 @@ from calculators.llm.engine_client import GenerationJob
 from calculators.llm.metrics import observe_finished_job
 from ovgraph.errors import GraphCancelledError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
+from ovgraph.tracing import annotate
 
 STREAM_INTERVAL = 0.02
 
@@ -80,6 +81,7 @@ class VLMGenerationCalculator(LLMNodeCalculator):
             chunk.ids = list(job.sequences[0][0]) if job.sequences else []
         if finished:
             self._observe(job, gen_input)
+            annotate(cc, _span_attributes(job, gen_input))
             chunk.finish_reason = job.finish_reason
             chunk.usage = Usage(job.prompt_tokens or gen_input.prompt_tokens, job.completion_tokens)
         # A LOOPBACK packet at T answers the packets sent at T: the next ones go out at T + 1.
@@ -127,3 +129,15 @@ class VLMGenerationCalculator(LLMNodeCalculator):
             self.job.cancel()
         if self.job is not None and self.input is not None:
             self._observe(self.job, self.input)
+
+
+def _span_attributes(job: GenerationJob, gen_input: GenerationInput) -> dict[str, Any]:
+    """Token counts and time to first token for the request trace (OpenTelemetry GenAI names)."""
+    attributes: dict[str, Any] = {
+        "gen_ai.request.model": gen_input.context.request.model,
+        "gen_ai.usage.input_tokens": job.prompt_tokens or gen_input.prompt_tokens,
+        "gen_ai.usage.output_tokens": job.completion_tokens,
+    }
+    if job.first_token_at is not None:
+        attributes["gen_ai.server.time_to_first_token"] = job.first_token_at - job.submitted_at
+    return attributes

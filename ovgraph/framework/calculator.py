@@ -262,6 +262,7 @@ class CalculatorContext:
         "outputs",
         "port_ids",
         "resources",
+        "span_attributes",
         "spec",
     )
 
@@ -283,6 +284,9 @@ class CalculatorContext:
         self.resources: Any = None
         self.graph_side_packets: dict[str, Any] = {}
         self.cancel_callbacks: list[Any] = []
+        # Attributes for the span of the current call when the request is traced
+        # (ovgraph.tracing.annotate); None when it is not.
+        self.span_attributes: dict[str, Any] | None = None
 
     def on_cancel(self, callback: Any) -> None:
         """Call ``callback()`` if the run is cancelled (e.g. the client disconnected).

@@ -1,9 +1,10 @@
 """``CalculatorGraph``: one run of a validated graph, with MediaPipe's run API.
 
-Scheduling: a node that becomes ready is pushed on its executor's ready heap (nodes nearer the
-outputs first). Workers from the shared pool (``executor.py``) drain the heap; the worker that made
-a node ready usually runs it next, so a packet crosses a chain without changing threads. One lock
-per run guards queues and node states; calculators run outside it, one call at a time per node.
+The run wires one :class:`~ovgraph.framework.node.CalculatorNode` per node, feeds graph input
+streams, moves each node's new packets and bounds downstream, calls output observers, and
+records failures. Ready nodes go to its :class:`~ovgraph.framework.scheduler.Scheduler`. One
+lock per run guards queues and node states; calculators run outside it, one call at a time per
+node.
 
 Ending a run: when every graph input stream is closed, no source is active and nothing is ready,
 the nodes still open (e.g. waiting on a back edge) are closed without further ``process`` calls,
@@ -12,7 +13,6 @@ as MediaPipe does when its scheduler goes idle.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import threading
@@ -26,21 +26,24 @@ from ovgraph.errors import (
     GraphCancelledError,
     OvGraphError,
     RequestError,
-    StopProcessing,
     ValidationError,
 )
 from ovgraph.framework import executor
 from ovgraph.framework import timestamp as ts_mod
-from ovgraph.framework.calculator import (
-    Calculator,
-    CalculatorContext,
-    NodeSpec,
-    OutputStream,
-    bind_ports,
-    output_types,
+from ovgraph.framework.node import (
+    CLOSED,
+    CLOSED_NOW,
+    OPEN,
+    STOPPED,
+    UNOPENED,
+    BothHooks,
+    CalculatorNode,
+    NodeCallError,
 )
-from ovgraph.framework.packet import EMPTY, Packet
-from ovgraph.framework.stream_handlers import CLOSE, InputStream, make_handler
+from ovgraph.framework.packet import Packet
+from ovgraph.framework.profiler import profiler_of
+from ovgraph.framework.scheduler import Scheduler
+from ovgraph.framework.stats import stats_of
 from ovgraph.framework.textformat import parse_graph_config
 from ovgraph.framework.validation import ValidatedGraph
 
@@ -49,58 +52,10 @@ __all__ = ["CalculatorGraph"]
 logger = logging.getLogger("ovgraph.graph")
 calc_logger = logging.getLogger("ovgraph.calculator")
 
-_UNOPENED, _OPEN, _CLOSED = 0, 1, 2
-_UNSET = ts_mod.UNSET
 Observer = Callable[[str, Packet], None]
-
-
-class _Node:
-    """Run-time state of one node."""
-
-    __slots__ = (
-        "calc",
-        "cc",
-        "cls",
-        "downstream",
-        "executor",
-        "force_close",
-        "handler",
-        "is_source",
-        "last_input_ts",
-        "outputs",
-        "priority",
-        "queued",
-        "running",
-        "spec",
-        "state",
-        "streams",
-    )
-
-    def __init__(self, spec: NodeSpec, cls: type[Calculator], priority: int) -> None:
-        self.spec = spec
-        self.cls = cls
-        self.priority = priority
-        self.executor = spec.executor
-        self.streams = [
-            InputStream(e.name, i in spec.back_edges) for i, e in enumerate(spec.inputs)
-        ]
-        self.handler = make_handler(
-            spec.input_stream_handler, self.streams, spec.inputs, spec.handler_options,
-            cls.PROCESS_TIMESTAMP_BOUNDS,
-        )
-        types = output_types(cls, spec)
-        self.outputs = [
-            OutputStream(e.name, spec.name, types[i]) for i, e in enumerate(spec.outputs)
-        ]
-        self.downstream: list[list[tuple[_Node, int]]] = [[] for _ in spec.outputs]
-        self.is_source = not spec.inputs and bool(spec.outputs)
-        self.state = _UNOPENED
-        self.queued = False
-        self.running = False
-        self.force_close = False
-        self.last_input_ts = ts_mod.UNSTARTED
-        self.calc: Calculator | None = None
-        self.cc: CalculatorContext | None = None
+_Calls = list[tuple[Observer, str, Packet]]
+_run_ids = itertools.count(1)
+_UNSET = ts_mod.UNSET
 
 
 class _GraphInput:
@@ -108,7 +63,7 @@ class _GraphInput:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.consumers: list[tuple[_Node, int]] = []
+        self.consumers: list[tuple[CalculatorNode, int]] = []
         self.observers: list[tuple[Observer, bool]] = []
         self.last_ts = ts_mod.UNSTARTED
         self.closed = False
@@ -120,6 +75,9 @@ class CalculatorGraph:
     Args:
         graph: a ``ValidatedGraph`` (shared, cheap to instantiate again) or graph text.
         resources: per-node resources built once per graph definition, keyed by node name.
+
+    Attributes:
+        run_id: a process-wide number naming this run (in statistics and traces).
     """
 
     def __init__(
@@ -134,7 +92,7 @@ class CalculatorGraph:
         rank = {node_index: r for r, node_index in enumerate(graph.order)}
         total = len(graph.order)
         self._nodes = [
-            _Node(spec, cls, total - rank[spec.index])
+            CalculatorNode(spec, cls, total - rank[spec.index])
             for spec, cls in zip(graph.nodes, graph.classes)
         ]
         self._inputs = {e.name: _GraphInput(e.name) for e in graph.graph_inputs}
@@ -146,14 +104,11 @@ class CalculatorGraph:
                 self._inputs[stream].consumers = targets
             else:
                 self._nodes[producer[0]].downstream[producer[1]] = targets
-        self._ready: dict[str, list[tuple[int, int, _Node]]] = {"": []}
-        self._limits = {"": graph.num_threads or executor.default_num_threads()}
-        for name, threads in graph.executors.items():
-            self._ready[name] = []
-            self._limits[name] = threads
-        self._active = dict.fromkeys(self._ready, 0)
-        self._seq = itertools.count()
-        self._in_flight = 0
+        limits = {"": graph.num_threads or executor.default_num_threads(), **graph.executors}
+        self._scheduler = Scheduler(self, self._lock, limits)
+        self._scheduler.cond = self._cond
+        self._schedule = self._scheduler.schedule
+        self._kick_all = self._scheduler.kick
         self._started = False
         self._done = False
         self._errors: list[OvGraphError] = []
@@ -162,9 +117,15 @@ class CalculatorGraph:
         self._side_packets: dict[str, Any] = {}
         self._output_side_packets: dict[str, Any] = {}
         self._max_queue = graph.max_queue_size
-        self._throttled = 0
         self._cancel_callbacks: list[Callable[[], None]] = []
         self._done_callbacks: list[Callable[[CalculatorGraph], None]] = []
+        self._stats = stats_of(graph)
+        self.run_id = next(_run_ids)
+        self.stats_started_ns = 0
+        self._profiler = profiler_of(graph)
+        if self._profiler is not None:
+            profiler = self._profiler
+            self.add_node_hooks(lambda index, _node: profiler.node_profile(index, self.run_id))
 
     # ----------------------------------------------------------------- public API
 
@@ -182,6 +143,21 @@ class CalculatorGraph:
         else:
             raise RequestError(f'Unknown output stream "{name}".')
 
+    def add_node_hooks(self, make: Callable[[int, CalculatorNode], Any]) -> None:
+        """Before ``start_run``: give each node hooks called after its calls.
+
+        ``make(index, node)`` returns an object with ``open(node, start_ns, end_ns)``,
+        ``process(node, start_ns, end_ns, timestamp)`` and ``close(node, start_ns, end_ns)``
+        (``time.perf_counter_ns`` times), or None; it runs on the calling thread of each call.
+        The profiler and request tracing use this.
+        """
+        if self._started:
+            raise RequestError("add_node_hooks must be called before start_run")
+        for index, node in enumerate(self._nodes):
+            hooks = make(index, node)
+            if hooks is not None:
+                node.hooks = hooks if node.hooks is None else BothHooks(node.hooks, hooks)
+
     def start_run(self, side_packets: Mapping[str, Any] | None = None) -> None:
         """Open every node (in dependency order) and start accepting input packets."""
         if self._started:
@@ -196,6 +172,7 @@ class CalculatorGraph:
                             for n in missing)
             )
         self._started = True
+        self._stats.run_started(self)
         for index in self.graph.order:
             node = self._nodes[index]
             if self._errors:
@@ -203,12 +180,12 @@ class CalculatorGraph:
             self._open(node)
         with self._lock:
             for node in self._nodes:
-                if node.is_source and node.state == _OPEN:
+                if node.is_source and node.state == OPEN:
                     self._schedule(node)
             if not self._inputs:
                 self._sources_closed_if_no_inputs()
             self._kick_all()
-            self._check_idle()
+            self.check_idle()
 
     def add_packet_to_input_stream(
         self, name: str, packet: Packet | Any, timestamp: int | None = None
@@ -245,6 +222,8 @@ class CalculatorGraph:
             if self._max_queue > 0:
                 self._throttle(stream)
             stream.last_ts = ts
+            if self._profiler is not None:
+                self._profiler.packet_added(self.run_id, name, ts)
             bound = ts_mod.next_allowed_in_stream(ts)
             for node, in_id in stream.consumers:
                 s = node.streams[in_id]
@@ -265,7 +244,7 @@ class CalculatorGraph:
         with self._lock:
             self._close_input(stream)
             self._kick_all()
-            self._check_idle()
+            self.check_idle()
 
     def close_all_input_streams(self) -> None:
         """Close every graph input stream."""
@@ -273,20 +252,20 @@ class CalculatorGraph:
             for stream in self._inputs.values():
                 self._close_input(stream)
             self._kick_all()
-            self._check_idle()
+            self.check_idle()
 
     def close_all_packet_sources(self) -> None:
         """Close every graph input stream and stop every source node."""
         with self._lock:
             self._stop_sources()
             self._kick_all()
-            self._check_idle()
+            self.check_idle()
 
     def wait_until_idle(self, timeout: float | None = None) -> None:
         """Block until no node is ready or running."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._in_flight > 0 and not self._done:
+            while self._scheduler.in_flight > 0 and not self._done:
                 if not self._wait(deadline):
                     raise TimeoutError("wait_until_idle timed out")
             if self._errors:
@@ -351,11 +330,68 @@ class CalculatorGraph:
         """Whether the run has ended."""
         return self._done
 
+    def stat_nodes(self) -> list[CalculatorNode]:
+        """The run's nodes, in node order (for statistics: read without the lock)."""
+        return self._nodes
+
     def get_output_side_packet(self, name: str) -> Any:
         """Return an output side packet set by a node (after ``start_run``)."""
         if name not in self._output_side_packets:
             raise RequestError(f'Side packet "{name}" is not available.')
         return self._output_side_packets[name]
+
+    # ----------------------------------------------------------------- scheduler hooks
+
+    def run_node(self, node: CalculatorNode, work: Any) -> _Calls:
+        """Outside the lock: call the node; then, under the lock, propagate its outputs."""
+        try:
+            ended = node.call(work)
+        except NodeCallError as failure:
+            with self._lock:
+                node.state = CLOSED
+                self._fail(node, failure.phase, failure.error)
+                return self._close_outputs(node)
+        with self._lock:
+            if ended == STOPPED:
+                self._stop_sources()
+            if ended >= CLOSED_NOW:
+                node.state = CLOSED
+                return self._close_outputs(node)
+            return self._propagate(node)
+
+    def notify(self, calls: _Calls) -> None:
+        """Outside the lock: call output observers (an observer's failure is logged)."""
+        for callback, name, packet in calls:
+            try:
+                callback(name, packet)
+            except Exception:
+                logger.exception("Output stream observer for %s failed", name)
+
+    def check_idle(self) -> None:
+        """Under the lock: end the run once it can make no more progress."""
+        if self._scheduler.in_flight > 0 or self._done or not self._started:
+            if self._scheduler.in_flight == 0:
+                self._cond.notify_all()
+            return
+        if self._all_inputs_closed():
+            still_open = [n for n in self._nodes if n.state == OPEN]
+            if still_open:
+                for node in still_open:
+                    node.force_close = True
+                    self._schedule(node)
+                self._kick_all()
+                return
+            if all(n.state != UNOPENED for n in self._nodes) or self._errors:
+                self._done = True
+                self._stats.run_ended(
+                    self, failed=bool(self._errors), cancelled=self._cancelled
+                )
+                if self._profiler is not None:  # trace log written before waiters wake
+                    self._profiler.run_ended(others_running=self._stats.running() > 0)
+                for callback in self._done_callbacks:
+                    executor.submit(callback, self)
+                self._done_callbacks.clear()
+        self._cond.notify_all()
 
     # ----------------------------------------------------------------- internals
 
@@ -381,189 +417,50 @@ class CalculatorGraph:
 
     def _throttle(self, stream: _GraphInput) -> None:
         limit = self._max_queue
+        scheduler = self._scheduler
         while (
             any(len(n.streams[i].queue) >= limit for n, i in stream.consumers)
-            and self._in_flight > 0
+            and scheduler.in_flight > 0
             and not self._errors
             and not self._done
         ):
-            self._throttled += 1
+            scheduler.space_waiters += 1
             try:
                 self._cond.wait()
             finally:
-                self._throttled -= 1
+                scheduler.space_waiters -= 1
 
-    def _open(self, node: _Node) -> None:
-        spec = node.spec
-        side_values = []
-        for entry in spec.input_side_packets:
-            if entry.name in self._output_side_packets:
-                side_values.append(self._output_side_packets[entry.name])
-            else:
-                side_values.append(self._side_packets.get(entry.name))
-        port_ids = bind_ports(node.cls, spec)
-        cc = CalculatorContext(spec, port_ids, node.outputs, side_values)
-        cc.resources = self._resources.get(spec.name)
-        cc.graph_side_packets = self._side_packets
-        cc.cancel_callbacks = self._cancel_callbacks
-        node.cc = cc
+    def _open(self, node: CalculatorNode) -> None:
         try:
-            node.calc = node.cls()
-            offset = node.cls.TIMESTAMP_OFFSET
-            cc.offset = offset
-            for out in node.outputs:
-                out.current_ts = ts_mod.UNSTARTED
-            node.calc.open(cc)
-        except Exception as exc:
-            node.state = _CLOSED
+            node.open(
+                self._side_packets, self._output_side_packets,
+                self._resources.get(node.spec.name), self._cancel_callbacks,
+            )
+        except NodeCallError as failure:
             with self._lock:
-                self._fail(node, "Open", exc)
+                self._fail(node, failure.phase, failure.error)
             return
-        node.state = _OPEN
-        for i, entry in enumerate(spec.output_side_packets):
-            value = cc.output_side_packets[i]
-            if value is not EMPTY:
-                self._output_side_packets[entry.name] = value
-        cc.input_timestamp = ts_mod.PRE_STREAM
         with self._lock:
             calls = self._propagate(node)
-        self._notify(calls)
+        self.notify(calls)
 
-    def _schedule(self, node: _Node) -> None:
-        if node.queued or node.running or node.state != _OPEN:
-            return
-        node.queued = True
-        self._in_flight += 1
-        prio = node.priority if not node.is_source else -1
-        heapq.heappush(self._ready[node.executor], (-prio, next(self._seq), node))
-
-    def _kick_all(self) -> None:
-        for name, heap in self._ready.items():
-            if heap and self._active[name] < self._limits[name]:
-                self._active[name] += 1
-                executor.submit(self._worker, name)
-
-    def _worker(self, executor_name: str) -> None:
-        lock = self._lock
-        heap = self._ready[executor_name]
-        lock.acquire()
-        try:
-            while heap:
-                _, _, node = heapq.heappop(heap)
-                node.queued = False
-                work = self._next_work(node)
-                if work is None:
-                    self._in_flight -= 1
-                    continue
-                node.running = True
-                lock.release()
-                try:
-                    calls = self._run(node, work)
-                finally:
-                    lock.acquire()
-                if calls:
-                    lock.release()
-                    try:
-                        self._notify(calls)
-                    finally:
-                        lock.acquire()
-                node.running = False
-                self._in_flight -= 1
-                if node.state == _OPEN:
-                    self._schedule(node)
-                if self._throttled:
-                    self._cond.notify_all()
-                self._kick_all()
-        finally:
-            self._active[executor_name] -= 1
-            self._check_idle()
-            lock.release()
-
-    def _next_work(self, node: _Node) -> Any:
-        """Under the lock: what the node should do now, or None."""
-        if node.state != _OPEN:
-            return None
-        if node.force_close or self._cancelled or self._errors:
-            return CLOSE
-        if node.is_source:
-            return "source"
-        if not node.streams:
-            return None
-        return node.handler.next_input_set()
-
-    def _run(self, node: _Node, work: Any) -> list[tuple[Observer, str, Packet]]:
-        """Outside the lock: call the calculator; then propagate under the lock."""
-        cc = node.cc
-        calc = node.calc
-        assert cc is not None and calc is not None
-        phase = "Process"
-        closing = work is CLOSE
-        try:
-            if closing:
-                phase = "Close"
-                cc.inputs = [Packet.empty(ts_mod.DONE) for _ in node.streams]
-                cc.input_timestamp = ts_mod.DONE
-                for out in node.outputs:
-                    out.current_ts = ts_mod.DONE
-                calc.close(cc)
-            elif work == "source":
-                cc.inputs = []
-                try:
-                    calc.process(cc)
-                except StopProcessing:
-                    closing = True
-                    phase = "Close"
-                    calc.close(cc)
-            else:
-                ts, packets = work
-                cc.inputs = packets
-                cc.input_timestamp = ts
-                node.last_input_ts = ts
-                for out in node.outputs:
-                    out.current_ts = ts
-                try:
-                    calc.process(cc)
-                except StopProcessing:
-                    closing = True
-                    phase = "Close"
-                    calc.close(cc)
-                    with self._lock:
-                        self._stop_sources()
-        except Exception as exc:
-            with self._lock:
-                for out in node.outputs:
-                    out.pending.clear()
-                node.state = _CLOSED
-                self._fail(node, phase, exc)
-                return self._close_outputs(node)
-        with self._lock:
-            if closing:
-                node.state = _CLOSED
-                return self._close_outputs(node)
-            return self._propagate(node)
-
-    def _close_outputs(self, node: _Node) -> list[tuple[Observer, str, Packet]]:
+    def _close_outputs(self, node: CalculatorNode) -> _Calls:
         for out in node.outputs:
             out.close()
         calls = self._propagate(node)
-        self._check_idle()
+        self.check_idle()
         return calls
 
-    def _propagate(self, node: _Node) -> list[tuple[Observer, str, Packet]]:
+    def _propagate(self, node: CalculatorNode) -> _Calls:
         """Under the lock: move a node's new packets and bounds downstream."""
-        calls: list[tuple[Observer, str, Packet]] = []
-        offset = node.cc.offset if node.cc is not None else None
+        calls: _Calls = []
+        plain = node.plain_bounds
         for out_id, out in enumerate(node.outputs):
             pending = out.pending
-            bound = out.commit_bound() if out.requested_bound != _UNSET else out.next_allowed
-            if (
-                offset is not None
-                and ts_mod.is_range_value(node.last_input_ts)
-                and bound < node.last_input_ts + offset + 1
-                and not out.closed
-            ):
-                bound = node.last_input_ts + offset + 1
-                out.next_allowed = bound
+            if plain and out.requested_bound == _UNSET:
+                bound = out.next_allowed  # no bound request, no offset: the common case
+            else:
+                bound = node.output_bound(out)
             if not pending and bound == out.bound:
                 continue
             if pending:
@@ -584,13 +481,6 @@ class CalculatorGraph:
                         calls.append((callback, out.name, Packet.empty(bound - 1)))
         return calls
 
-    def _notify(self, calls: list[tuple[Observer, str, Packet]]) -> None:
-        for callback, name, packet in calls:
-            try:
-                callback(name, packet)
-            except Exception:
-                logger.exception("Output stream observer for %s failed", name)
-
     def _close_input(self, stream: _GraphInput) -> None:
         if stream.closed:
             return
@@ -609,11 +499,11 @@ class CalculatorGraph:
             self._close_input(stream)
         self._sources_closed = True
         for node in self._nodes:
-            if node.is_source and node.state == _OPEN:
+            if node.is_source and node.state == OPEN:
                 node.force_close = True
                 self._schedule(node)
 
-    def _fail(self, node: _Node, phase: str, exc: Exception) -> None:
+    def _fail(self, node: CalculatorNode, phase: str, exc: Exception) -> None:
         """Under the lock: record a calculator failure and abort the run."""
         error = CalculatorError(node.spec.name, phase, exc)
         error.__cause__ = exc
@@ -623,43 +513,23 @@ class CalculatorGraph:
         self._abort()
 
     def _abort(self) -> None:
+        self._scheduler.stopping = True
         for stream in self._inputs.values():
             stream.closed = True
         self._sources_closed = True
         for node in self._nodes:
-            if node.state == _OPEN:
+            if node.state == OPEN:
                 node.force_close = True
                 self._schedule(node)
         self._kick_all()
-        self._check_idle()
+        self.check_idle()
 
     def _all_inputs_closed(self) -> bool:
         return all(s.closed for s in self._inputs.values()) and (
             self._sources_closed or not any(
-                n.is_source and n.state == _OPEN for n in self._nodes
+                n.is_source and n.state == OPEN for n in self._nodes
             )
         )
-
-    def _check_idle(self) -> None:
-        """Under the lock: end the run once it can make no more progress."""
-        if self._in_flight > 0 or self._done or not self._started:
-            if self._in_flight == 0:
-                self._cond.notify_all()
-            return
-        if self._all_inputs_closed():
-            still_open = [n for n in self._nodes if n.state == _OPEN]
-            if still_open:
-                for node in still_open:
-                    node.force_close = True
-                    self._schedule(node)
-                self._kick_all()
-                return
-            if all(n.state != _UNOPENED for n in self._nodes) or self._errors:
-                self._done = True
-                for callback in self._done_callbacks:
-                    executor.submit(callback, self)
-                self._done_callbacks.clear()
-        self._cond.notify_all()
 
     def _combined_error(self) -> BaseException:
         if not self._errors:

@@ -88,12 +88,16 @@ class Expansion:
         field_lines: per node, its field lines when it was written in the file as is (empty
             for nodes that come out of a subgraph).
         origins: per node, the canonical name of the top-level node it comes from.
+        groups: per node, the subgraph nodes it was expanded from, outermost first.
+        subgraphs: every expanded subgraph node's name and its calculator.
     """
 
     config: Any
     lines: list[int | None] = field(default_factory=list)
     field_lines: list[dict[str, list[int]]] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)
+    groups: list[tuple[str, ...]] = field(default_factory=list)
+    subgraphs: dict[str, str] = field(default_factory=dict)
 
 
 def _prefix_for(node_name: str) -> str:
@@ -113,16 +117,18 @@ def expand_subgraphs(parsed: ParsedGraphConfig, report: Report) -> Expansion:
     lines: list[int | None] = [*parsed.node_lines, *[None] * count][:count]
     field_lines: list[dict[str, list[int]]] = [*parsed.field_lines, *[{}] * count][:count]
     origins = canonical_node_names(list(config.node))
+    groups: list[tuple[str, ...]] = [()] * count
+    subgraphs: dict[str, str] = {}
     for _depth in range(MAX_SUBGRAPH_DEPTH):
         names = canonical_node_names(list(config.node))
         if not any(is_subgraph(registry.lookup_optional(n.calculator)) for n in config.node):
-            return Expansion(config, lines, field_lines, origins)
+            return Expansion(config, lines, field_lines, origins, groups, subgraphs)
         out = Expansion(None)
         kept: list[Any] = []
         for i, node in enumerate(config.node):
             cls = registry.lookup_optional(node.calculator)
             if not is_subgraph(cls):
-                produced, fields = [node], field_lines[i]
+                produced, fields, group = [node], field_lines[i], groups[i]
             else:
                 try:
                     sub = cls.get_config(node, options_for(cls, node))
@@ -130,7 +136,8 @@ def expand_subgraphs(parsed: ParsedGraphConfig, report: Report) -> Expansion:
                 except (GraphConfigError, TagMapError, ValueError) as exc:
                     report(ContractError, f'Subgraph "{names[i]}": {exc}', names[i], lines[i])
                     continue
-                fields = {}
+                fields, group = {}, (*groups[i], names[i])
+                subgraphs[names[i]] = node.calculator
             for new_node in produced:
                 copy = type(new_node)()
                 copy.CopyFrom(new_node)
@@ -138,12 +145,13 @@ def expand_subgraphs(parsed: ParsedGraphConfig, report: Report) -> Expansion:
                 out.lines.append(lines[i])
                 out.field_lines.append(fields)
                 out.origins.append(origins[i])
+                out.groups.append(group)
         del config.node[:]
         config.node.extend(kept)
-        lines, field_lines, origins = out.lines, out.field_lines, out.origins
+        lines, field_lines, origins, groups = out.lines, out.field_lines, out.origins, out.groups
     report(ValidationError,
            "Subgraph expansion exceeded the maximum depth (recursive subgraph?)", None, None)
-    return Expansion(config, lines, field_lines, origins)
+    return Expansion(config, lines, field_lines, origins, groups, subgraphs)
 
 
 def _rename_subgraph(sub: Any, node: Any, prefix: str) -> list[Any]:

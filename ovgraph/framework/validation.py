@@ -81,6 +81,10 @@ class ValidatedGraph:
     num_threads: int
     max_queue_size: int
     warnings: list[str]
+    node_subgraphs: list[tuple[str, ...]]
+    """Per node: the subgraph nodes it was expanded from, outermost first."""
+    subgraphs: dict[str, str]
+    """Expanded subgraph node name → its subgraph calculator."""
 
 
 class _Result:
@@ -112,6 +116,8 @@ def _validate(
     expansion = expand_subgraphs(parsed, out.report)
     config = expansion.config
     out.field_lines = expansion.field_lines
+    res.node_subgraphs = expansion.groups
+    res.subgraphs = expansion.subgraphs
     res.config = config
     res.path = parsed.path
     names = canonical_node_names(list(config.node))

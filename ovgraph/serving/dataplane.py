@@ -28,7 +28,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from ovgraph import metrics
+from ovgraph import metrics, tracing
 from ovgraph.errors import (
     DeadlineExceededError,
     GraphCancelledError,
@@ -144,10 +144,17 @@ class DataPlane:
         return definition
 
     def execution(
-        self, definition: GraphDefinition, outputs: Iterable[str] | None = None
+        self,
+        definition: GraphDefinition,
+        outputs: Iterable[str] | None = None,
+        headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     ) -> Execution:
-        """A new execution of ``definition``; use it as ``async with`` (or call ``finish``)."""
-        return Execution(self, definition, outputs)
+        """A new execution of ``definition``; use it as ``async with`` (or call ``finish``).
+
+        ``headers`` (HTTP headers or gRPC metadata) may carry a W3C ``traceparent`` that
+        becomes the parent of the run's trace (``ovgraph.tracing``).
+        """
+        return Execution(self, definition, outputs, headers)
 
     # ------------------------------------------------------------------ drain
 
@@ -196,11 +203,16 @@ class Execution:
     """
 
     def __init__(
-        self, plane: DataPlane, definition: GraphDefinition, outputs: Iterable[str] | None
+        self,
+        plane: DataPlane,
+        definition: GraphDefinition,
+        outputs: Iterable[str] | None,
+        headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     ) -> None:
         self.plane = plane
         self.definition = definition
         self.outputs = None if outputs is None else list(outputs)
+        self.headers = headers
         self.run: GraphRun | None = None
         self.cancelled = False
         self._queue: asyncio.Queue[Any] | None = None
@@ -260,7 +272,8 @@ class Execution:
             loop.call_soon_threadsafe(self._run_ended, error)
 
         def begin() -> GraphRun:
-            run = GraphRun(self.definition, on_output, on_done, self.outputs)
+            with tracing.incoming(self.headers):
+                run = GraphRun(self.definition, on_output, on_done, self.outputs)
             self.run = run
             run.start(side_packets)
             if feed is not None:

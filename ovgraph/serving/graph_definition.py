@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ovgraph import tracing
 from ovgraph.errors import GraphConfigError, OvGraphError, ServableNotReadyError
 from ovgraph.framework.graph import CalculatorGraph
 from ovgraph.framework.tag_map import TagMapError, parse_spec
@@ -144,7 +145,9 @@ class GraphDefinition:
         if self.state != AVAILABLE or validated is None:
             reason = f": {self.error}" if self.error else ""
             raise ServableNotReadyError(f'Servable "{self.name}" is not ready{reason}')
-        return CalculatorGraph(validated, resources=self.resources)
+        run = CalculatorGraph(validated, resources=self.resources)
+        tracing.trace_run(run, self.name)
+        return run
 
     def health(self) -> str | None:
         """Why a loaded graph cannot serve right now (a resource's ``health()``), or None.

@@ -327,9 +327,12 @@ class _StreamSession:
     starts the execution (admission included), later ones feed it.
     """
 
-    def __init__(self, plane: DataPlane, started: queue.Queue[Any]) -> None:
+    def __init__(
+        self, plane: DataPlane, started: queue.Queue[Any], headers: Any = None
+    ) -> None:
         self.plane = plane
         self.started = started
+        self.headers = headers
         self.execution: Execution | None = None
         self.model_name = ""
         self.current_id = ""
@@ -357,7 +360,7 @@ class _StreamSession:
         if self.execution is None:
             definition = self.plane.servable(request.model_name)
             packets = _input_packets(definition, request, require_all=False)
-            execution = self.plane.execution(definition)
+            execution = self.plane.execution(definition, headers=self.headers)
             self.model_name = request.model_name
             self.current_id = request.id
             stamp = self._stamp(request)
@@ -423,16 +426,18 @@ def stream_infer(
     requests: Iterator[InferRequest],
     *,
     register_cancel: Callable[[Callable[[], None]], Any] | None = None,
+    headers: Any = None,
 ) -> Iterator[InferResponse | Any | StreamFailure]:
     """Serve one request stream (blocking; for thread-pool frontends such as gRPC).
 
     ``requests`` is read on its own thread (it may block, e.g. on a gRPC stream). The first
     request selects the graph, passes admission and may set side packets. A response is
     yielded per output packet as soon as it exists. The iteration ends when the client closes
-    its side and the run is done, or with a ``StreamFailure`` (the last item).
+    its side and the run is done, or with a ``StreamFailure`` (the last item). ``headers``
+    (the call's metadata) may carry a trace parent.
     """
     started: queue.Queue[Any] = queue.Queue()
-    session = _StreamSession(plane, started)
+    session = _StreamSession(plane, started, headers)
     if register_cancel is not None:
         register_cancel(session.cancel)
     reader = threading.Thread(

@@ -76,7 +76,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             definition = plane.servable(request.model_name)
             decoded = v2_types.request_from_grpc(request)
-            response = plane.call(_infer(plane, definition, decoded), context.add_callback)
+            metadata = tuple(context.invocation_metadata() or ())
+            response = plane.call(
+                _infer(plane, definition, decoded, metadata), context.add_callback
+            )
             return v2_types.response_to_grpc(response)
         except concurrent.futures.CancelledError:
             _abort(context, GraphCancelledError("The client cancelled the call"))
@@ -88,7 +91,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> Iterator[Any]:
         """One graph per stream; every output packet becomes a response at once."""
         requests = (v2_types.request_from_grpc(r) for r in request_iterator)
-        items = kserve.stream_infer(self.plane, requests, register_cancel=context.add_callback)
+        items = kserve.stream_infer(
+            self.plane, requests, register_cancel=context.add_callback,
+            headers=tuple(context.invocation_metadata() or ()),
+        )
         for item in items:
             if isinstance(item, kserve.StreamFailure):
                 if not item.started:
@@ -103,6 +109,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             yield pb.ModelStreamInferResponse(infer_response=encoded)
 
 
-async def _infer(plane: DataPlane, definition: Any, request: kserve.InferRequest) -> Any:
-    async with plane.execution(definition) as execution:
+async def _infer(
+    plane: DataPlane, definition: Any, request: kserve.InferRequest, metadata: Any
+) -> Any:
+    async with plane.execution(definition, headers=metadata) as execution:
         return await kserve.infer(execution, request)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ovgraph import graph_metrics
 from ovgraph.frontends.rest import handlers, kserve_handlers
+from ovgraph.frontends.rest.graph_handlers import graph_routes
 from ovgraph.frontends.rest.protection import (
     DEFAULT_MAX_BODY_BYTES,
     DISCARD_BYTES,
@@ -51,6 +53,7 @@ def route_table() -> RouteTable:
         *(Route(e.pattern, graph, label="graph", auth=True) for e in endpoints),
         Route(r"/v3/(?!.*\.\.)(.+)", graph, label="graph", auth=True),
         Route(r"/metrics", handlers.MetricsHandler, label="/metrics"),
+        *graph_routes(),
         Route(r"/.*", handlers.NotFoundHandler, label="other"),
     ]
     return RouteTable(routes, endpoints)
@@ -71,6 +74,7 @@ def make_app(
     state = state or ServerState(DataPlane(repository))
     http = dict(settings or {})
     deps = {"repository": repository, "settings": http}
+    graph_metrics.watch(repository)
     return ProtectedApplication(
         route_table(), deps, state, handlers.cors_headers(http), compress_response=False
     )

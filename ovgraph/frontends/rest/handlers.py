@@ -192,7 +192,9 @@ class GraphHandler(BaseHandler):
             self.write_exception(exc)
             return
         self.payload = payload
-        async with plane.execution(definition, http_outputs(definition)) as execution:
+        async with plane.execution(
+            definition, http_outputs(definition), self.request.headers
+        ) as execution:
             self.execution = execution
             if self._gone:
                 execution.cancel()

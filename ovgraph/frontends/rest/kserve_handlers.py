@@ -164,7 +164,7 @@ class InferHandler(BaseHandler):
         except OvGraphError as exc:
             self.write_exception(exc)
             return
-        async with plane.execution(definition) as execution:
+        async with plane.execution(definition, headers=self.request.headers) as execution:
             self.execution = execution
             try:
                 response = await kserve.infer(execution, request)

@@ -62,6 +62,8 @@ class Route:
     auth: bool = False
     probe: bool = False
     errors: str = OPENAI
+    #: The handler's ``initialize`` arguments, when it is not one of ours (a static file handler).
+    kwargs: dict[str, Any] | None = None
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` is this route's (Tornado matches whole paths)."""
@@ -112,4 +114,8 @@ class RouteTable:
 
     def tornado_rules(self, deps: dict[str, Any]) -> list[tuple[str, type, dict[str, Any]]]:
         """The ``tornado.web.Application`` rules (each handler told its error shape)."""
-        return [(r.pattern, r.handler, {**deps, "errors": r.errors}) for r in self.routes]
+        return [
+            (r.pattern, r.handler, r.kwargs if r.kwargs is not None
+             else {**deps, "errors": r.errors})
+            for r in self.routes
+        ]

@@ -1,0 +1,176 @@
+"""``/v1/graphs``, ``/v1/graphs/{name}`` and the graphs' Prometheus metrics, in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovgraph.framework import registry
+from ovgraph.framework.calculator import Calculator, CalculatorContext, Input, Output
+from ovgraph.serving.repository import GraphEntry, ModelRepository
+from tests.conftest import REPO
+from tests.frontends._graph_server import AppServer
+
+SHAPES = REPO / "graphs" / "qwen2vl-shapes"
+DEFAULT = "qwen2vl-shapes"
+
+
+class RaisingCalculator(Calculator):
+    """Fails on every request."""
+
+    IN = Input("HTTP_REQUEST_PAYLOAD")
+    OUT = Output("HTTP_RESPONSE_PAYLOAD")
+
+    def process(self, cc: CalculatorContext) -> None:
+        raise ValueError("raised on purpose")
+
+
+RAISING_GRAPH = """
+input_stream: "HTTP_REQUEST_PAYLOAD:input"
+output_stream: "HTTP_RESPONSE_PAYLOAD:output"
+node {
+  name: "raiser"
+  calculator: "RaisingCalculator"
+  input_stream: "HTTP_REQUEST_PAYLOAD:input"
+  output_stream: "HTTP_RESPONSE_PAYLOAD:output"
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelRepository]:
+    with registry.override("RaisingCalculator", RaisingCalculator):
+        repo = ModelRepository({})
+        repo.add(GraphEntry(name=DEFAULT, graph_path=SHAPES / "graph.pbtxt", base_path=SHAPES))
+        repo.add(GraphEntry(name="raising", text=RAISING_GRAPH, base_path=Path.cwd()))
+        for definition in repo.definitions():
+            assert definition.available, (definition.name, definition.error)
+        yield repo
+        for definition in repo.definitions():
+            definition.unload()
+
+
+@pytest.fixture(scope="module")
+def server(repository: ModelRepository) -> Iterator[AppServer]:
+    app = AppServer(repository, {"metrics_enable": True})
+    yield app
+    app.stop()
+
+
+def _chat(server: AppServer, model: str = DEFAULT) -> int:
+    status, _ = server.json("POST", "/v3/chat/completions", {
+        "model": model, "max_completion_tokens": 4,
+        "messages": [{"role": "user", "content": "What shape is in the picture?"}],
+    })
+    return status
+
+
+def test_requests_show_as_finished_runs_and_node_calls(server: AppServer) -> None:
+    status, before = server.json("GET", f"/v1/graphs/{DEFAULT}")
+    assert status == 200
+    runs_before = before["runs"]["finished"]
+    calls_before = {n["name"]: n["process_calls"] for n in before["nodes"]}
+    n = 3
+    for _ in range(n):
+        assert _chat(server) == 200
+    status, view = server.json("GET", f"/v1/graphs/{DEFAULT}")
+    assert status == 200
+    assert view["name"] == DEFAULT
+    assert view["state"] == "AVAILABLE"
+    assert view["runs"]["finished"] == runs_before + n
+    assert view["runs"]["started"] == view["runs"]["finished"]
+    assert view["runs"]["running"] == 0
+    nodes = {node["name"]: node for node in view["nodes"]}
+    generation = nodes["llmexecutor__generation"]
+    assert generation["calculator"] == "VLMGenerationCalculator"
+    # Each request: at least one generation step (LOOPBACK may add more).
+    assert generation["process_calls"] - calls_before["llmexecutor__generation"] >= n
+    assert nodes["llmexecutor__request"]["process_calls"] - calls_before[
+        "llmexecutor__request"] == n
+    for node in view["nodes"]:
+        assert set(node) >= {"name", "calculator", "process_calls", "errors",
+                             "process_time_us", "queued"}
+        assert set(node["process_time_us"]) == {"p50", "p99"}
+        assert node["errors"] == 0
+        assert node["subgraph"] == ["LLMExecutor"]
+    assert generation["process_time_us"]["p50"] > 0
+    edges = {(e["from"], e["to"], e["stream"]): e["back_edge"] for e in view["edges"]}
+    assert edges[("llmexecutor__generation", "llmexecutor__generation", "loopback")] is True
+    assert edges[(None, "llmexecutor__request", "input")] is False
+    assert edges[("llmexecutor__response", None, "output")] is False
+    assert view["subgraphs"] == [
+        {"name": "LLMExecutor", "calculator": "HttpLLMCalculator", "parent": None}
+    ]
+
+
+def test_a_raising_calculator_shows_in_errors(server: AppServer) -> None:
+    assert _chat(server, "raising") == 500
+    status, view = server.json("GET", "/v1/graphs/raising")
+    assert status == 200
+    (node,) = view["nodes"]
+    assert node["name"] == "raiser"
+    assert node["errors"] >= 1
+    assert node["process_calls"] >= 1
+    assert view["runs"]["failed"] >= 1
+
+
+def test_graph_list(server: AppServer) -> None:
+    status, body = server.json("GET", "/v1/graphs")
+    assert status == 200
+    names = {g["name"]: g for g in body["graphs"]}
+    assert set(names) == {DEFAULT, "raising"}
+    assert names[DEFAULT]["state"] == "AVAILABLE"
+    assert names[DEFAULT]["nodes"] == 6
+    assert set(names[DEFAULT]["runs"]) >= {"started", "running", "finished", "failed"}
+
+
+def test_unknown_graph_is_404_in_the_error_shape(server: AppServer) -> None:
+    status, body = server.json("GET", "/v1/graphs/nope")
+    assert status == 404
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def test_prometheus_metrics_have_a_node_label(server: AppServer) -> None:
+    assert _chat(server) == 200
+    status, _headers, raw = server.request("GET", "/metrics")
+    assert status == 200
+    text = raw.decode()
+    assert (
+        'ovgraph_node_calls_total{calculator="VLMGenerationCalculator",'
+        f'graph="{DEFAULT}",node="llmexecutor__generation"}}'
+    ) in text
+    assert 'ovgraph_node_errors_total{calculator="RaisingCalculator",graph="raising",' \
+           'node="raiser"}' in text
+    assert f'ovgraph_graph_runs_total{{graph="{DEFAULT}",status="finished"}}' in text
+    assert 'ovgraph_node_call_seconds{calculator="VLMGenerationCalculator",' in text
+    assert 'quantile="0.99"' in text
+    assert f'ovgraph_node_queued_packets{{calculator="OpenAIRequestCalculator",graph="{DEFAULT}"' \
+        in text
+
+
+def test_graph_routes_need_the_api_key_when_the_server_has_one(
+    repository: ModelRepository,
+) -> None:
+    app = AppServer(repository, {}, api_key="s3cret")
+    try:
+        for path in ("/v1/graphs", f"/v1/graphs/{DEFAULT}"):
+            status, headers, raw = app.request("GET", path)
+            assert status == 401, path
+            assert headers["www-authenticate"].startswith("Bearer")
+            assert b"api-key" in raw
+            status, _h, _raw = app.request(
+                "GET", path, headers={"Authorization": "Bearer wrong"}
+            )
+            assert status == 401
+            status, _h, _raw = app.request(
+                "GET", path, headers={"Authorization": "Bearer s3cret"}
+            )
+            assert status == 200
+        # The page itself holds no data: it loads, then asks for the key.
+        status, _h, raw = app.request("GET", "/dashboard")
+        assert status == 200
+        assert b"<html" in raw
+    finally:
+        app.stop()
