@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -147,6 +148,8 @@ def test_screenshot_under_load(browser: Browser, repository: ModelRepository) ->
         for worker in workers:
             worker.start()
         browser.wait_for("document.querySelectorAll('table.running tr').length > 1", 30)
+        with contextlib.suppress(TimeoutError):  # a fuller picture: every client in flight
+            browser.wait_for("document.querySelectorAll('table.running tr').length > 4", 10)
         png = browser.screenshot()
         image = Image.open(io.BytesIO(png))
         assert image.width >= 600 and image.height >= 600
