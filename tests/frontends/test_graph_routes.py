@@ -174,3 +174,49 @@ def test_graph_routes_need_the_api_key_when_the_server_has_one(
         assert b"<html" in raw
     finally:
         app.stop()
+
+
+def test_a_served_graph_with_a_profiler_config_traces_every_request(tmp_path: Path) -> None:
+    """The shapes graph with MediaPipe's profiler_config, served: /v1/graphs/{name} carries its
+    calculator_profiles, and each request's process() calls land in Chrome trace JSON."""
+    import json
+    import time
+    from collections import Counter
+
+    prefix = tmp_path / "trace_"
+    graph = (SHAPES / "graph.pbtxt").read_text().replace(
+        'models_path: "./"', f'models_path: "{SHAPES.as_posix()}"'
+    )
+    graph += f'\nprofiler_config {{ enable_profiler: true trace_enabled: true ' \
+             f'trace_log_path: "{prefix}" }}\n'
+    repo = ModelRepository({})
+    repo.add(GraphEntry(name="profiled", text=graph, base_path=tmp_path))
+    (definition,) = repo.definitions()
+    assert definition.available, definition.error
+    app = AppServer(repo)
+    try:
+        assert _chat(app, "profiled") == 200
+        assert _chat(app, "profiled") == 200
+        deadline = time.monotonic() + 10
+        while True:  # the answer may go out before its run has ended and logged its trace
+            status, view = app.json("GET", "/v1/graphs/profiled")
+            assert status == 200
+            traces = sorted(tmp_path.glob("trace_*.json"))
+            events = [e for path in traces for e in json.loads(path.read_text())["traceEvents"]]
+            process = [e for e in events if e.get("cat") == "Process"]
+            if view["runs"]["finished"] == 2 and len({e["args"]["run_id"] for e in process}) == 2:
+                break
+            assert time.monotonic() < deadline, (view["runs"], traces)
+            time.sleep(0.1)
+        profiles = {p["name"]: p for p in view["calculator_profiles"]}
+        nodes = [n["name"] for n in view["nodes"]]
+        assert set(profiles) == set(nodes)
+        assert {e["name"] for e in process} == set(nodes)
+        calls = {n["name"]: n["process_calls"] for n in view["nodes"]}
+        # Every process() call of both runs is one event: the trace agrees with the counters.
+        assert Counter(e["name"] for e in process) == calls
+        assert len({e["args"]["run_id"] for e in process}) == 2
+        assert all(e["ph"] == "X" and isinstance(e["tid"], int) for e in process)
+    finally:
+        app.stop()
+        definition.unload()
