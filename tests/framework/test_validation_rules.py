@@ -174,6 +174,38 @@ def test_served_http_graph_with_a_missing_side_packet_is_not_available(tmp_path:
     json.dumps(status)  # what /v1/config answers
 
 
+def test_served_graph_with_a_missing_side_packet_says_why_over_rest(tmp_path: Path) -> None:
+    """Through a real REST server: /v1/config and /v1/graphs name the missing side packet, and
+    a request gets a clean "not available" answer instead of a 500 from every run."""
+    from ovgraph.serving.repository import GraphEntry, ModelRepository
+    from tests.frontends._graph_server import AppServer
+
+    graph = tmp_path / "graph.pbtxt"
+    graph.write_text(_HTTP_GRAPH)
+    with registry.override("PayloadNeedsModel", PayloadNeedsModel):
+        repo = ModelRepository({})
+        repo.add(GraphEntry(name="needs_model", graph_path=graph, base_path=tmp_path))
+        repo.definitions()[0].load()
+        app = AppServer(repo)
+        try:
+            status, config = app.json("GET", "/v1/config")
+            assert status == 200
+            (version,) = config["needs_model"]["model_version_status"]
+            assert version["state"] != "AVAILABLE"
+            assert 'Side packet "model" of node "user" is required' in \
+                version["status"]["error_message"]
+            status, listed = app.json("GET", "/v1/graphs")
+            (entry,) = listed["graphs"]
+            assert entry["state"] != "AVAILABLE"
+            assert 'Side packet "model"' in entry["error"]
+            status, answer = app.json("POST", "/v3/chat/completions", {
+                "model": "needs_model", "messages": [{"role": "user", "content": "hi"}]})
+            assert status in (404, 503), answer
+            assert "error" in answer
+        finally:
+            app.stop()
+
+
 def test_kserve_graph_may_take_side_packets_from_request_parameters(tmp_path: Path) -> None:
     # OVMS turns KServe request parameters into side packets: a tensor graph stays loadable
     # and a run without the parameter fails when it starts, as in OVMS.
