@@ -220,3 +220,50 @@ def test_a_served_graph_with_a_profiler_config_traces_every_request(tmp_path: Pa
     finally:
         app.stop()
         definition.unload()
+
+
+def _keys(value: object, into: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            into.add(key)
+            _keys(item, into)
+    elif isinstance(value, list):
+        for item in value:
+            _keys(item, into)
+    return into
+
+
+def test_the_readme_documents_every_field_of_a_graph_view(server: AppServer) -> None:
+    import re
+
+    assert _chat(server) == 200
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("`GET /v1/graphs/{name}` shows one:")
+    documented = set(re.findall(r'"(\w+)"', readme[start:readme.index("(plus", start)]))
+    status, view = server.json("GET", f"/v1/graphs/{DEFAULT}")
+    assert status == 200
+    view["executors"] = {}  # its keys are executor names, not fields
+    assert view["running"] == []  # a run's fields: test_dashboard's served test sees one live
+    assert _keys(view, set()) | {"run_id", "age_ms", "nodes_running"} == documented
+
+
+def test_graph_names_with_a_slash(tmp_path: Path) -> None:
+    """OVMS names pulled models "OpenVINO/…": the route takes the name as is or encoded."""
+    repo = ModelRepository({})
+    repo.add(GraphEntry(name="OpenVINO/two", base_path=tmp_path, text=(
+        'input_stream: "in"\noutput_stream: "out"\n'
+        'node { name: "only" calculator: "PassThroughCalculator" '
+        'input_stream: "in" output_stream: "out" }\n')))
+    repo.definitions()[0].load()
+    app = AppServer(repo)
+    try:
+        for path in ("/v1/graphs/OpenVINO/two", "/v1/graphs/OpenVINO%2Ftwo"):
+            status, view = app.json("GET", path)
+            assert status == 200, (path, view)
+            assert view["name"] == "OpenVINO/two"
+            assert [n["name"] for n in view["nodes"]] == ["only"]
+        status, body = app.json("GET", "/v1/graphs/OpenVINO/three")
+        assert status == 404
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    finally:
+        app.stop()
