@@ -379,3 +379,16 @@ node {
     errors = _errors(text)
     assert [(type(e), e.line) for e in errors] == [(ContractError, 6)]
     assert "takes no options" in errors[0].message
+
+
+def test_an_unknown_stream_without_a_near_name_lists_the_known_ones() -> None:
+    text = """input_stream: "in"
+output_stream: "out"
+node { name: "a" calculator: "PassThroughCalculator" input_stream: "in" output_stream: "mid" }
+node { name: "b" calculator: "PassThroughCalculator" input_stream: "qqqq" output_stream: "out" }
+"""
+    (error,) = _errors(text)
+    assert error.message.endswith(
+        "does not have a corresponding output stream. (known streams: in, mid, out)"
+    )
+    assert error.line == 4
