@@ -78,9 +78,10 @@ def post(url: str, body: Any, headers: dict[str, str] | None = None,
         return err.code, err.read()
 
 
-def get_json(url: str, timeout: float = 30.0) -> Any:
+def get_json(url: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> Any:
     """GET and parse JSON (raises on an HTTP error)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 

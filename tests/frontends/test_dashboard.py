@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,26 +332,41 @@ def test_served_page_follows_streams_grpc_and_a_reload(
 
 @pytest.mark.e2e
 def test_served_embedded_default_on_the_page(
-    browser: Browser, monkeypatch: pytest.MonkeyPatch
+    browser: Browser, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """`ovgraph serve` without model arguments: the embedded model's graph on the page."""
+    """`ovgraph serve --api_key_file` without model arguments: the page asks for the key, then
+    draws the embedded model's graph and follows a streamed request."""
     monkeypatch.delenv("OVGRAPH_DEFAULT_MODEL", raising=False)
-    server = ServeProcess([], cwd=REPO)
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")
+    auth = {"Authorization": "Bearer s3cret"}
+    server = ServeProcess(["--api_key_file", str(key_file)], cwd=REPO)
     try:
         server.wait_ready()
-        (graph,) = get_json(server.url + "/v1/graphs")["graphs"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get_json(server.url + "/v1/graphs")
+        assert refused.value.code == 401
+        (graph,) = get_json(server.url + "/v1/graphs", headers=auth)["graphs"]
         assert graph["state"] == "AVAILABLE"
-        browser.console_errors.clear()
         browser.goto(server.url + "/dashboard")
+        browser.wait_for(
+            "getComputedStyle(document.getElementById('key-form')).display !== 'none'"
+        )
+        browser.evaluate(
+            "document.getElementById('key-input').value = 's3cret';"
+            "document.getElementById('key-form').requestSubmit(); true"
+        )
         browser.wait_for(f"{NODES_JS}.length === 6")
+        browser.console_errors.clear()  # the refused first reading (401) is logged
         assert sorted(browser.evaluate(NODES_JS)) == sorted(SHAPES_NODES)
         before = _section_count(browser, graph["name"], "finished")
         status, body = post(server.url + "/v3/chat/completions",
-                            chat_body(graph["name"], stream=True, tokens=16))
+                            chat_body(graph["name"], stream=True, tokens=16), headers=auth)
         assert status == 200 and b"data: [DONE]" in body
         browser.wait_for(f"{SECTION.format(graph=graph['name'])}.querySelector("
                          f"'.runs-finished b').textContent === '{before + 1}'")
         assert browser.console_errors == []
     finally:
+        browser.evaluate("sessionStorage.clear(); true")
         browser.goto("about:blank")
         server.stop()
