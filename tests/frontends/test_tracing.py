@@ -139,6 +139,24 @@ def test_without_traceparent_the_request_span_is_a_root(
     assert {s.name for s in _children(exporter, request)} == set(GENERATION_NODES)
 
 
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "garbage",  # not the W3C format at all
+        f"00-{'0' * 32}-{PARENT_ID}-01",  # an all-zero trace id is invalid
+        f"ff-{TRACE_ID}-{PARENT_ID}-01",  # the forbidden version ff
+    ],
+)
+def test_a_malformed_traceparent_is_ignored(
+    server: AppServer, exporter: InMemorySpanExporter, traceparent: str
+) -> None:
+    exporter.clear()
+    status, _ = server.json("POST", "/v3/chat/completions", _chat_body(),
+                            headers={"traceparent": traceparent})
+    assert status == 200
+    assert _request_span(exporter, DEFAULT).parent is None
+
+
 def test_a_failed_run_marks_its_span(server: AppServer, exporter: InMemorySpanExporter) -> None:
     exporter.clear()
     body = {"model": DEFAULT, "messages": [{"role": "user", "content": [
