@@ -385,3 +385,57 @@ def test_a_served_graph_exports_over_otlp_for_rest_and_grpc(tmp_path: Path) -> N
             client.close()
         server.stop()
         receiver.close()
+
+
+@pytest.mark.e2e
+def test_otlp_over_grpc_reaches_a_grpc_collector(tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc (the otel extra): a gRPC request's spans, parented to
+    its metadata traceparent, reach an OTLP/gRPC collector."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc",
+                        reason="the otel extra is not installed (pip install 'ovgraph[otel]')")
+    from concurrent import futures
+
+    import grpc
+    import tritonclient.grpc as tg
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from ovgraph.testing import ServeProcess
+    from tests.frontends._served_graphs import write_repository
+
+    spans: list[Any] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            for resource_spans in request.resource_spans:
+                for scope in resource_spans.scope_spans:
+                    spans.extend(scope.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    collector_port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    grpc_port = free_port()
+    server = ServeProcess(
+        ["--config_path", str(write_repository(tmp_path, ("two",))), "--port", str(grpc_port)],
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
+         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        cwd=REPO,
+    )
+    client = None
+    try:
+        server.wait_ready()
+        client = tg.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        tensor = tg.InferInput("in", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([9], dtype=np.int32))
+        client.infer("two", [tensor], headers={"traceparent": TRACEPARENT})
+        deadline = time.monotonic() + 30
+        while len(spans) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {s.trace_id.hex() for s in spans} == {TRACE_ID}
+        _check_trace(spans, "two", PARENT_ID, ["first", "second"])
+    finally:
+        if client is not None:
+            client.close()
+        server.stop()
+        collector.stop(0)
