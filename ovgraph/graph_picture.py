@@ -8,6 +8,7 @@ self-contained page (scripts inlined, no network) that draws in the browser.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def render_html(view: dict[str, Any], title: str | None = None) -> str:
         return text.replace("</script", "<\\/script")
 
     return _HTML.format(
-        title=(title or view.get("name") or "graph").replace("<", "&lt;"),
+        title=html.escape(title or view.get("name") or "graph"),
         dagre=inline(_script("vendor/dagre.min.js")),
         draw=inline(_script("draw.js")),
         view=inline(json.dumps(view)),

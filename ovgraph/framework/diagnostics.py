@@ -16,7 +16,7 @@ from ovgraph.errors import GraphConfigError
 from ovgraph.framework.calculator import NodeSpec
 from ovgraph.framework.tag_map import TagMapError, parse_spec
 
-__all__ = ["Collector", "did_you_mean", "name_of", "parses"]
+__all__ = ["Collector", "did_you_mean", "hint", "name_of", "parses"]
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -41,6 +41,22 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
         if score > best_score:
             best, best_score = candidate, score
     return f' Did you mean "{best}"?' if best_score >= 0.75 else ""
+
+
+def hint(name: str, known: Iterable[str], what: str, limit: int = 12) -> str:
+    """:func:`did_you_mean`, or else the ``known`` names listed (at most ``limit``).
+
+    ``what`` names them in the text: ``" (known streams: a, b)"``; nothing when none is known.
+    """
+    near = did_you_mean(name, known)
+    if near:
+        return near
+    names = sorted(set(known))
+    if not names:
+        return ""
+    shown = ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit
+                                        else "")
+    return f" ({what}: {shown})"
 
 
 @dataclass

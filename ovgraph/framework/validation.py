@@ -33,7 +33,7 @@ from ovgraph.errors import CalculatorNotFoundError, ContractError, GraphConfigEr
 from ovgraph.framework import registry
 from ovgraph.framework.calculator import Calculator, NodeSpec
 from ovgraph.framework.diagnostics import Collector as _Collector
-from ovgraph.framework.diagnostics import did_you_mean, name_of, parses
+from ovgraph.framework.diagnostics import did_you_mean, hint, name_of, parses
 from ovgraph.framework.stream_handlers import HANDLERS, sync_sets_from_options
 from ovgraph.framework.subgraph import (
     canonical_node_names,
@@ -352,7 +352,7 @@ def _wire(res: _Result, out: _Collector, *, report_cycles: bool = True) -> None:
                     out.add(ValidationError,
                             f'; Input Stream "{entry.name}" for node with sorted index '
                             f"{spec.index} name {spec.name} does not have a corresponding output "
-                            f"stream.{did_you_mean(entry.name, producers)}",
+                            f"stream.{hint(entry.name, producers, 'known streams')}",
                             spec.name, out.line_of(spec, "input_stream", entry.name))
                 continue
             consumers.setdefault(entry.name, []).append((spec.index, in_id))

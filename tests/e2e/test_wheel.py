@@ -109,6 +109,18 @@ def test_wheel_in_fresh_venv_serves_the_default_model(tmp_path: Path) -> None:
         with urllib.request.urlopen(request, timeout=120) as r:
             answer = json.loads(r.read())
         assert answer["choices"][0]["message"]["content"] == "A red circle."
+        # The live graph page and its vendored layout library come from the wheel too.
+        for asset in ("/dashboard", "/dashboard/assets/dashboard.js",
+                      "/dashboard/assets/draw.js", "/dashboard/assets/vendor/dagre.min.js"):
+            with urllib.request.urlopen(url + asset, timeout=30) as r:
+                assert r.status == 200 and r.read(), asset
+        with urllib.request.urlopen(url + "/v1/graphs/qwen2vl-shapes", timeout=30) as r:
+            assert json.loads(r.read())["runs"]["finished"] == 1
+        graph = Path(_run([str(python), "-c", "from calculators.llm.default_model import "
+                           "model_dir; print(model_dir())"], cwd=tmp_path, env=env).strip())
+        svg = _run([str(venv / "bin" / "ovgraph"), "draw", str(graph / "graph.pbtxt"),
+                    "--format", "svg"], cwd=tmp_path, env=env)
+        assert svg.startswith("<svg") and "llmexecutor__generation" in svg
     finally:
         proc.terminate()
         proc.wait(30)

@@ -8,6 +8,7 @@ visible.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shutil
 import subprocess
@@ -15,6 +16,24 @@ import sys
 from pathlib import Path
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugins" / "ovgraph_example_plugin"
+
+
+def _can_build_wheels_here() -> bool:
+    """Whether the installed setuptools builds wheels (>= 70.1, or older with ``wheel``).
+
+    A fresh venv of Python 3.11 has setuptools 65 without ``wheel``: building without isolation
+    then fails with "invalid command 'bdist_wheel'", so pip must fetch the backend itself.
+    """
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    if importlib.util.find_spec("wheel") is not None:
+        return True
+    version = importlib.metadata.version("setuptools").split(".")
+    try:
+        major, minor = int(version[0]), int(version[1])
+    except (IndexError, ValueError):
+        return False
+    return (major, minor) >= (70, 1)
 
 
 def install_example_plugin(work: Path) -> Path:
@@ -25,7 +44,7 @@ def install_example_plugin(work: Path) -> Path:
     target = work / "site"
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
                str(target)]
-    if importlib.util.find_spec("setuptools") is not None:
+    if _can_build_wheels_here():
         # The build backend is already here: build offline with it.
         command += ["--no-build-isolation", "--no-index"]
     done = subprocess.run(

@@ -107,3 +107,43 @@ def test_cli_draw_formats(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     start = {"svg": "<svg", "html": "<!doctype html>", "dot": "digraph"}[fmt]
     assert out.startswith(start)
+
+
+def test_html_draws_in_a_real_browser_like_the_svg(tmp_path: Path) -> None:
+    """`ovgraph draw --format html --expand` opened from disk in headless Chromium draws the
+    same nodes, subgraph frame and back edge as `--format svg`, offline, without errors."""
+    from tests.frontends._browser import Browser, chromium_or_skip
+
+    out, err = io.StringIO(), io.StringIO()
+    assert draw_command(str(TINY), out, err, fmt="html", expand=True) == 0, err.getvalue()
+    page = tmp_path / "graph & co.html"
+    page.write_text(out.getvalue())
+    code, svg = draw_file(str(TINY), "svg")
+    assert code == 0
+    browser = Browser(chromium_or_skip())
+    try:
+        # Any request off the page (a CDN, the network) would fail and be logged as an error.
+        browser.call("Network.enable")
+        browser.call("Network.setBlockedURLs", urls=["http://*", "https://*"])
+        browser.goto(page.as_uri())
+        browser.wait_for("document.querySelectorAll('#graph g.node').length > 0")
+        drawn = browser.evaluate(
+            "Array.from(document.querySelectorAll('#graph g.node')).map(g => g.dataset.node)")
+        assert sorted(drawn) == sorted(_nodes(svg))
+        assert browser.evaluate(
+            "Array.from(document.querySelectorAll('#graph g.subgraph'))"
+            ".map(g => g.dataset.subgraph)") == ["LLMExecutor"]
+        assert browser.evaluate(
+            "Array.from(document.querySelectorAll('#graph g.back-edge'))"
+            ".map(g => g.dataset.stream)") == ["loopback"]
+        assert browser.evaluate("document.title") == "qwen2vl-tiny"
+        assert browser.console_errors == []
+    finally:
+        browser.close()
+
+
+def test_html_title_is_escaped() -> None:
+    from ovgraph.graph_picture import render_html
+
+    html = render_html({"name": "a&b", "nodes": [], "edges": []}, title="<x> & y")
+    assert "<title>&lt;x&gt; &amp; y</title>" in html

@@ -55,7 +55,8 @@ node {
         f"{path}:2: ValidatedGraphConfig Initialization failed. No registered object with name: "
         'NoSuchCalculator; Unable to find Calculator "NoSuchCalculator"' + _LISTED,
         f'{path}:5: ; Input Stream "nowhere" for node with sorted index 1 name '
-        "PassThroughCalculator does not have a corresponding output stream.",
+        "PassThroughCalculator does not have a corresponding output stream. "
+        "(known streams: a, b, in)",
     ]
 
 

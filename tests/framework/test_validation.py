@@ -93,7 +93,7 @@ node {{ {_PT} input_stream: "nowhere" output_stream: "out" }}
     error = _one(text, ValidationError, "does not have a corresponding output stream")
     assert str(error) == (
         '; Input Stream "nowhere" for node with sorted index 0 name PassThroughCalculator does '
-        "not have a corresponding output stream."
+        "not have a corresponding output stream. (known streams: in, out)"
     )
     assert (error.node, error.line) == ("PassThroughCalculator", 3)
 

@@ -174,6 +174,38 @@ def test_served_http_graph_with_a_missing_side_packet_is_not_available(tmp_path:
     json.dumps(status)  # what /v1/config answers
 
 
+def test_served_graph_with_a_missing_side_packet_says_why_over_rest(tmp_path: Path) -> None:
+    """Through a real REST server: /v1/config and /v1/graphs name the missing side packet, and
+    a request gets a clean "not available" answer instead of a 500 from every run."""
+    from ovgraph.serving.repository import GraphEntry, ModelRepository
+    from tests.frontends._graph_server import AppServer
+
+    graph = tmp_path / "graph.pbtxt"
+    graph.write_text(_HTTP_GRAPH)
+    with registry.override("PayloadNeedsModel", PayloadNeedsModel):
+        repo = ModelRepository({})
+        repo.add(GraphEntry(name="needs_model", graph_path=graph, base_path=tmp_path))
+        repo.definitions()[0].load()
+        app = AppServer(repo)
+        try:
+            status, config = app.json("GET", "/v1/config")
+            assert status == 200
+            (version,) = config["needs_model"]["model_version_status"]
+            assert version["state"] != "AVAILABLE"
+            assert 'Side packet "model" of node "user" is required' in \
+                version["status"]["error_message"]
+            status, listed = app.json("GET", "/v1/graphs")
+            (entry,) = listed["graphs"]
+            assert entry["state"] != "AVAILABLE"
+            assert 'Side packet "model"' in entry["error"]
+            status, answer = app.json("POST", "/v3/chat/completions", {
+                "model": "needs_model", "messages": [{"role": "user", "content": "hi"}]})
+            assert status in (404, 503), answer
+            assert "error" in answer
+        finally:
+            app.stop()
+
+
 def test_kserve_graph_may_take_side_packets_from_request_parameters(tmp_path: Path) -> None:
     # OVMS turns KServe request parameters into side packets: a tensor graph stays loadable
     # and a run without the parameter fails when it starts, as in OVMS.
@@ -347,3 +379,16 @@ node {
     errors = _errors(text)
     assert [(type(e), e.line) for e in errors] == [(ContractError, 6)]
     assert "takes no options" in errors[0].message
+
+
+def test_an_unknown_stream_without_a_near_name_lists_the_known_ones() -> None:
+    text = """input_stream: "in"
+output_stream: "out"
+node { name: "a" calculator: "PassThroughCalculator" input_stream: "in" output_stream: "mid" }
+node { name: "b" calculator: "PassThroughCalculator" input_stream: "qqqq" output_stream: "out" }
+"""
+    (error,) = _errors(text)
+    assert error.message.endswith(
+        "does not have a corresponding output stream. (known streams: in, mid, out)"
+    )
+    assert error.line == 4

@@ -174,3 +174,96 @@ def test_graph_routes_need_the_api_key_when_the_server_has_one(
         assert b"<html" in raw
     finally:
         app.stop()
+
+
+def test_a_served_graph_with_a_profiler_config_traces_every_request(tmp_path: Path) -> None:
+    """The shapes graph with MediaPipe's profiler_config, served: /v1/graphs/{name} carries its
+    calculator_profiles, and each request's process() calls land in Chrome trace JSON."""
+    import json
+    import time
+    from collections import Counter
+
+    prefix = tmp_path / "trace_"
+    graph = (SHAPES / "graph.pbtxt").read_text().replace(
+        'models_path: "./"', f'models_path: "{SHAPES.as_posix()}"'
+    )
+    graph += f'\nprofiler_config {{ enable_profiler: true trace_enabled: true ' \
+             f'trace_log_path: "{prefix}" }}\n'
+    repo = ModelRepository({})
+    repo.add(GraphEntry(name="profiled", text=graph, base_path=tmp_path))
+    (definition,) = repo.definitions()
+    assert definition.available, definition.error
+    app = AppServer(repo)
+    try:
+        assert _chat(app, "profiled") == 200
+        assert _chat(app, "profiled") == 200
+        deadline = time.monotonic() + 10
+        while True:  # the answer may go out before its run has ended and logged its trace
+            status, view = app.json("GET", "/v1/graphs/profiled")
+            assert status == 200
+            traces = sorted(tmp_path.glob("trace_*.json"))
+            events = [e for path in traces for e in json.loads(path.read_text())["traceEvents"]]
+            process = [e for e in events if e.get("cat") == "Process"]
+            if view["runs"]["finished"] == 2 and len({e["args"]["run_id"] for e in process}) == 2:
+                break
+            assert time.monotonic() < deadline, (view["runs"], traces)
+            time.sleep(0.1)
+        profiles = {p["name"]: p for p in view["calculator_profiles"]}
+        nodes = [n["name"] for n in view["nodes"]]
+        assert set(profiles) == set(nodes)
+        assert {e["name"] for e in process} == set(nodes)
+        calls = {n["name"]: n["process_calls"] for n in view["nodes"]}
+        # Every process() call of both runs is one event: the trace agrees with the counters.
+        assert Counter(e["name"] for e in process) == calls
+        assert len({e["args"]["run_id"] for e in process}) == 2
+        assert all(e["ph"] == "X" and isinstance(e["tid"], int) for e in process)
+    finally:
+        app.stop()
+        definition.unload()
+
+
+def _keys(value: object, into: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            into.add(key)
+            _keys(item, into)
+    elif isinstance(value, list):
+        for item in value:
+            _keys(item, into)
+    return into
+
+
+def test_the_readme_documents_every_field_of_a_graph_view(server: AppServer) -> None:
+    import re
+
+    assert _chat(server) == 200
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("`GET /v1/graphs/{name}` shows one:")
+    documented = set(re.findall(r'"(\w+)"', readme[start:readme.index("(plus", start)]))
+    status, view = server.json("GET", f"/v1/graphs/{DEFAULT}")
+    assert status == 200
+    view["executors"] = {}  # its keys are executor names, not fields
+    assert view["running"] == []  # a run's fields: test_dashboard's served test sees one live
+    assert _keys(view, set()) | {"run_id", "age_ms", "nodes_running"} == documented
+
+
+def test_graph_names_with_a_slash(tmp_path: Path) -> None:
+    """OVMS names pulled models "OpenVINO/…": the route takes the name as is or encoded."""
+    repo = ModelRepository({})
+    repo.add(GraphEntry(name="OpenVINO/two", base_path=tmp_path, text=(
+        'input_stream: "in"\noutput_stream: "out"\n'
+        'node { name: "only" calculator: "PassThroughCalculator" '
+        'input_stream: "in" output_stream: "out" }\n')))
+    repo.definitions()[0].load()
+    app = AppServer(repo)
+    try:
+        for path in ("/v1/graphs/OpenVINO/two", "/v1/graphs/OpenVINO%2Ftwo"):
+            status, view = app.json("GET", path)
+            assert status == 200, (path, view)
+            assert view["name"] == "OpenVINO/two"
+            assert [n["name"] for n in view["nodes"]] == ["only"]
+        status, body = app.json("GET", "/v1/graphs/OpenVINO/three")
+        assert status == 404
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    finally:
+        app.stop()

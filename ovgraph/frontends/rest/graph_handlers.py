@@ -99,7 +99,8 @@ def graph_routes() -> list[Route]:
     """The route-table entries of this module."""
     return [
         Route(r"/v1/graphs", GraphListHandler, label="/v1/graphs"),
-        Route(r"/v1/graphs/([^/]+)", GraphStatsHandler, label="/v1/graphs"),
+        # Served names may hold a "/" (OpenVINO/…), written as is or encoded.
+        Route(r"/v1/graphs/(.+)", GraphStatsHandler, label="/v1/graphs"),
         Route(r"/dashboard/?", DashboardHandler, label="/dashboard"),
         Route(r"/dashboard/assets/(.*)", _AssetHandler, label="/dashboard",
               kwargs={"path": str(DASHBOARD_DIR)}),
