@@ -60,6 +60,20 @@ class ChatTemplateCalculator(LLMNodeCalculator):
         request = context.request
         if servable.pipeline_type in ("LM", "VLM"):
             _refuse_for_serial_pipelines(request)
+        if request.echo and servable.pipeline_type != "LM_CB":
+            raise InvalidParameterError(
+                f"echo is not supported by the {servable.pipeline_type} pipeline; serve a "
+                "text-only model as LM_CB",
+                param="echo",
+            )
+        if request.echo and request.logprobs and servable.key.enable_prefix_caching:
+            # genai computes prompt logprobs only for the tokens it runs, not for a prefix it
+            # restores from the cache: the answer would lack them (or carry wrong ones).
+            raise InvalidParameterError(
+                "echo with logprobs needs a servable with enable_prefix_caching: false "
+                "(openvino-genai has no logprobs for a cached prompt prefix)",
+                param="echo",
+            )
         parsers = graph_parsers(cc.options, servable.tokenizer.chat_template)
         prompt = self._prompt(servable.tokenizer, request)
         if parsers.reasoning_parser is not None and request.endpoint != "completions":
@@ -236,6 +250,12 @@ def build_generation_config(
         config.num_return_sequences = request.n or 1
     if request.logprobs:
         config.logprobs = 1
+    # The answer starts with the prompt's tokens and their logprobs (genai's ``echo``). For
+    # ``max_tokens: 0`` one token is generated and dropped: genai's echo-only path returns only
+    # the prompt tokens after a prefix-cache hit, not the whole prompt.
+    config.echo = request.echo
+    if request.echo and request.max_tokens == 0:
+        config.max_new_tokens = 1
     _seed(config, request.seed)
     return config
 

@@ -34,18 +34,20 @@ TEXT_ONLY = "This servable supports only text input, but image_url has been prov
 
 
 @pytest.fixture(scope="module")
-def lm_model(export_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def lm_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``tiny-lm`` preset exported to OpenVINO IR into a temporary folder.
 
-    ``OVGRAPH_TINY_LM`` names an already built one instead (quicker local runs).
+    ``OVGRAPH_TINY_LM`` names an already built one instead (quicker local runs, no export
+    environment needed).
     """
     built = os.environ.get("OVGRAPH_TINY_LM")
     if built:
         return Path(built).resolve()
+    exporter: Path = request.getfixturevalue("export_python")
     out = tmp_path_factory.mktemp("lm") / "qwen2-tiny-lm"
     start = time.monotonic()
     subprocess.run(
-        [str(export_python), "tools/make_model.py", "--preset", "tiny-lm", "--out", str(out)],
+        [str(exporter), "tools/make_model.py", "--preset", "tiny-lm", "--out", str(out)],
         cwd=REPO, check=True, timeout=900, capture_output=True,
     )
     print(f"tiny-lm built in {time.monotonic() - start:.1f} s")
