@@ -120,7 +120,7 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         self.job, self.input = job, gen_input
         cc.on_cancel(job.cancel)
         gen_input.context.payload.on_disconnect(job.cancel)
-        resources.servable.submit(job)
+        resources.servable.submit(job, resources.assistant_defaults)
 
     def _observe(self, job: GenerationJob, gen_input: GenerationInput) -> None:
         if not self.observed:

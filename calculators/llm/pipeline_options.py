@@ -14,6 +14,7 @@ lookup; greedy for EAGLE-3).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +189,20 @@ def decoding_method(key: Any) -> str:
     return method
 
 
-def adjust_for_decoding(config: Any, method: str) -> None:
-    """Per-request defaults of a decoding method, as OVMS's config builder sets them."""
+def adjust_for_decoding(
+    config: Any, method: str, defaults: Mapping[str, Any] | None = None
+) -> None:
+    """Per-request defaults of a decoding method, as OVMS's config builder sets them.
+
+    ``defaults`` (``--num_assistant_tokens`` or ``--assistant_confidence_threshold``) replace
+    OVMS's 5 draft tokens for speculative requests that set neither.
+    """
     if method in ("speculative", "eagle3"):
         if not config.num_assistant_tokens and not config.assistant_confidence_threshold:
             config.num_assistant_tokens = 5
+            for name, value in (defaults or {}).items():
+                config.num_assistant_tokens = 0
+                setattr(config, name, value)
         if method == "eagle3":
             config.do_sample = False
             config.num_beams = 1

@@ -235,6 +235,61 @@ def test_model_drafting_for_itself_changes_nothing_and_is_always_accepted(
         server.stop()
 
 
+@pytest.mark.parametrize(
+    # OVMS's flag, the alias, and a fixed number of drafts per step
+    ("flags", "per_step"),
+    [
+        (["--draft_source_model"], 5),
+        (["--draft_model_path"], 5),
+        (["--draft_source_model", "--num_assistant_tokens", "3"], 3),
+    ],
+)
+def test_draft_model_flags_enable_speculative_decoding(
+    lm_model: Path, flags: list[str], per_step: int
+) -> None:
+    body = {**completion_body(), "max_tokens": SPEC_TOKENS}
+    with serve(lm_model, "LM_CB") as plain:
+        status, reference = plain.post("/v3/completions", body)
+        assert status == 200, reference
+    flag_args = [flags[0], str(lm_model), *flags[1:]]
+    server = ServerProcess(["--model_path", str(lm_model), "--model_name", MODEL,
+                            "--task", "text_generation", "--pipeline_type", "LM_CB",
+                            "--metrics_enable", *flag_args])
+    try:
+        server.wait_ready()
+        status, answer = server.post("/v3/completions", body)
+        assert status == 200, answer
+        assert answer["choices"][0]["text"] == reference["choices"][0]["text"]
+        counts = _spec_samples(server)
+        # The model drafts for itself: every draft is accepted (the last step may be cut
+        # short by max_tokens, so a few proposed drafts are never checked).
+        assert counts["draft"] > 0 and counts["draft"] % per_step == 0, counts
+        assert counts["accepted"] / counts["draft"] >= 0.9, counts
+        print(f"draft acceptance ({per_step} per step): {counts}")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # a Hugging Face name is not downloaded by serve
+        (["--draft_source_model", "OpenVINO/not-here"], "no such folder"),
+        (["--draft_source_model", "{model}", "--num_assistant_tokens", "2",
+          "--assistant_confidence_threshold", "0.5"], "are exclusive"),
+    ],
+)
+def test_bad_draft_flags_stop_the_server(lm_model: Path, flags: list[str], message: str) -> None:
+    args = [flag.format(model=lm_model) for flag in flags]
+    server = ServerProcess(["--model_path", str(lm_model), "--model_name", MODEL,
+                            "--task", "text_generation", *args])
+    try:
+        with pytest.raises(RuntimeError, match=message):
+            server.wait_ready(60)
+    finally:
+        server.stop()
+
+
 def test_prompt_lookup_serves_requests(lm_model: Path, tmp_path: Path) -> None:
     folder = _graph_with(
         lm_model, tmp_path / "lookup", "LM_CB",
