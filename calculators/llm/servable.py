@@ -215,6 +215,12 @@ _cache_lock = threading.Lock()
 _cache: weakref.WeakValueDictionary[ServableKey, Servable] = weakref.WeakValueDictionary()
 
 
+def live_servables() -> list[Servable]:
+    """The servables loaded now (for the engine metrics read at scrape time)."""
+    with _cache_lock:
+        return list(_cache.values())
+
+
 def get_servable(key: ServableKey) -> Servable:
     """Return the servable for ``key``, loading it on first use.
 
