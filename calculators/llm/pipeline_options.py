@@ -23,6 +23,7 @@ __all__ = [
     "build_scheduler_config",
     "decoding_method",
     "draft_options",
+    "draft_scheduler_config",
     "pipeline_properties",
     "scheduler_extras",
 ]
@@ -78,6 +79,11 @@ def draft_options(options: Any, base_path: Path | None, pipeline_type: str) -> t
                 "a draft model"
             )
         return "", ""
+    if options.HasField("draft_block_size"):
+        raise ValueError(
+            "draft_block_size is not supported: openvino-genai 2026.4 chooses the KV-cache "
+            "block size itself (SchedulerConfig has no block_size)"
+        )
     if pipeline_type.startswith("VLM"):
         raise ValueError(
             f"draft_models_path is not supported with pipeline_type {pipeline_type}: "
@@ -168,14 +174,22 @@ def pipeline_properties(key: Any) -> dict[str, Any]:
     properties: dict[str, Any] = json.loads(key.plugin_config) if key.plugin_config else {}
     if key.draft_models_dir:
         settings = json.loads(key.draft_options)
-        scheduler = ov_genai.SchedulerConfig()
-        for name in ("max_num_batched_tokens", "cache_size", "max_num_seqs",
-                     "dynamic_split_fuse", "enable_prefix_caching"):
-            setattr(scheduler, name, settings[name])
         properties["draft_model"] = ov_genai.draft_model(
-            key.draft_models_dir, settings["device"], scheduler_config=scheduler
+            key.draft_models_dir, settings["device"],
+            scheduler_config=draft_scheduler_config(settings),
         )
     return properties
+
+
+def draft_scheduler_config(settings: dict[str, Any]) -> Any:
+    """The draft model's ``SchedulerConfig`` from the ``draft_*`` options (``draft_options``)."""
+    import openvino_genai as ov_genai
+
+    scheduler = ov_genai.SchedulerConfig()
+    for name in ("max_num_batched_tokens", "cache_size", "max_num_seqs",
+                 "dynamic_split_fuse", "enable_prefix_caching"):
+        setattr(scheduler, name, settings[name])
+    return scheduler
 
 
 def decoding_method(key: Any) -> str:
