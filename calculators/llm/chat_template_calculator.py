@@ -93,6 +93,7 @@ class ChatTemplateCalculator(LLMNodeCalculator):
                     param="max_tokens", code="context_length_exceeded",
                 )
         config = build_generation_config(servable.default_config, request, prompt_tokens, limit)
+        apply_assisted_decoding(config, request, servable.decoding_method)
         context.prompt, context.prompt_tokens = prompt, prompt_tokens
         apply_structured_output(config, request, parsers)
         self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
@@ -258,6 +259,44 @@ def build_generation_config(
         config.max_new_tokens = 1
     _seed(config, request.seed)
     return config
+
+
+#: The per-request fields each assisted decoding method takes (OVMS's names and meaning).
+_ASSISTED_FIELDS = {
+    "speculative": ("num_assistant_tokens", "assistant_confidence_threshold"),
+    "eagle3": ("num_assistant_tokens", "assistant_confidence_threshold"),
+    "prompt_lookup": ("num_assistant_tokens", "max_ngram_size"),
+    "standard": (),
+}
+
+
+def apply_assisted_decoding(config: Any, request: ChatRequest, method: str) -> None:
+    """``num_assistant_tokens``, ``assistant_confidence_threshold``, ``max_ngram_size``.
+
+    Set on the request's config when the servable's decoding method uses them (a value of 0
+    means "not set", as in OVMS); refused, naming the field, when it does not.
+    """
+    given = {
+        name: value
+        for name in ("num_assistant_tokens", "assistant_confidence_threshold", "max_ngram_size")
+        if (value := getattr(request, name)) not in (None, 0)
+    }
+    taken = _ASSISTED_FIELDS.get(method, ())
+    for name in given:
+        if name not in taken:
+            needs = ("prompt lookup (plugin_config {\"prompt_lookup\": true})"
+                     if name == "max_ngram_size"
+                     else "speculative decoding (a draft model: draft_models_path)")
+            if name == "num_assistant_tokens":
+                needs = "speculative decoding (a draft model) or prompt lookup"
+            raise InvalidParameterError(f"{name} needs {needs}", param=name)
+    if "num_assistant_tokens" in given and "assistant_confidence_threshold" in given:
+        raise InvalidParameterError(
+            "num_assistant_tokens and assistant_confidence_threshold are mutually exclusive",
+            param="assistant_confidence_threshold",
+        )
+    for name, value in given.items():
+        setattr(config, name, value)
 
 
 def _seed(config: Any, seed: int | None) -> None:

@@ -98,15 +98,20 @@ def observe_finished_job(model: str, job: Any, prompt_tokens: int) -> None:
 def _observe_drafts(model: str, job: Any) -> None:
     """Speculative acceptance from what each step delivered.
 
-    Every step after the first proposes ``num_assistant_tokens`` drafts and yields the accepted
-    ones plus one token of the main model, so ``accepted = tokens - steps``.
+    Every step after the first yields the accepted drafts plus one token of the main model, so
+    ``accepted = tokens - steps``. With ``num_assistant_tokens`` each of those steps proposed that
+    many drafts; with ``assistant_confidence_threshold`` the number proposed is the draft model's
+    choice and is not reported by genai, so only the accepted ones are counted.
     """
     drafts = getattr(job.config, "num_assistant_tokens", None) or 0
-    if not drafts or job.steps < 2:
+    threshold = getattr(job.config, "assistant_confidence_threshold", None) or 0.0
+    if not (drafts or threshold) or job.steps < 2:
         return
-    proposed = (job.steps - 1) * drafts
-    accepted = min(proposed, max(0, job.completion_tokens - job.steps))
-    SPEC_DRAFT_TOKENS.labels(model=model).inc(proposed)
+    accepted = max(0, job.completion_tokens - job.steps)
+    if drafts:
+        proposed = (job.steps - 1) * drafts
+        accepted = min(proposed, accepted)
+        SPEC_DRAFT_TOKENS.labels(model=model).inc(proposed)
     SPEC_ACCEPTED_TOKENS.labels(model=model).inc(accepted)
 
 
