@@ -149,6 +149,22 @@ def test_more_than_one_logprob_per_token_is_refused(
     assert answer["error"]["param"] == param
 
 
+def test_echo_is_refused_by_the_serial_pipeline(lm_model: Path) -> None:  # noqa: F811
+    # genai's stateful LLMPipeline asserts "Echo is not supported in the stateful pipeline"
+    server = ServerProcess(["--model_path", str(lm_model), "--model_name", MODEL,
+                            "--task", "text_generation", "--pipeline_type", "LM"])
+    try:
+        server.wait_ready()
+        status, answer = server.post(
+            "/v3/completions", {"model": MODEL, "prompt": "Hello", "echo": True, "max_tokens": 1}
+        )
+        assert status == 400, answer
+        assert answer["error"]["param"] == "echo"
+        assert "LM_CB" in answer["error"]["message"]
+    finally:
+        server.stop()
+
+
 def test_echo_logprobs_with_prefix_caching_is_refused(lm_model: Path) -> None:  # noqa: F811
     # genai restores a cached prefix without computing its logprobs: refused, not wrong.
     with serve(lm_model) as server:
