@@ -268,6 +268,11 @@ _ASSISTED_FIELDS = {
     "prompt_lookup": ("num_assistant_tokens", "max_ngram_size"),
     "standard": (),
 }
+_ASSISTED_NEEDS = {
+    "num_assistant_tokens": "speculative decoding (a draft model) or prompt lookup",
+    "assistant_confidence_threshold": "speculative decoding (a draft model: draft_models_path)",
+    "max_ngram_size": 'prompt lookup (plugin_config {"prompt_lookup": true})',
+}
 
 
 def apply_assisted_decoding(config: Any, request: ChatRequest, method: str) -> None:
@@ -284,12 +289,7 @@ def apply_assisted_decoding(config: Any, request: ChatRequest, method: str) -> N
     taken = _ASSISTED_FIELDS.get(method, ())
     for name in given:
         if name not in taken:
-            needs = ("prompt lookup (plugin_config {\"prompt_lookup\": true})"
-                     if name == "max_ngram_size"
-                     else "speculative decoding (a draft model: draft_models_path)")
-            if name == "num_assistant_tokens":
-                needs = "speculative decoding (a draft model) or prompt lookup"
-            raise InvalidParameterError(f"{name} needs {needs}", param=name)
+            raise InvalidParameterError(f"{name} needs {_ASSISTED_NEEDS[name]}", param=name)
     if "num_assistant_tokens" in given and "assistant_confidence_threshold" in given:
         raise InvalidParameterError(
             "num_assistant_tokens and assistant_confidence_threshold are mutually exclusive",
