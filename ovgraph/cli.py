@@ -44,6 +44,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file_system_poll_wait_seconds", type=int,
                    default=_D.file_system_poll_wait_seconds)
     p.add_argument("--metrics_enable", action="store_true")
+    p.add_argument("--metrics_list", default="",
+                   help="comma-separated metric families to expose (default: all but optional)")
     p.add_argument("--source_model")
     p.add_argument("--model_repository_path", default=os.environ.get("OVMS_MODEL_REPOSITORY_PATH"))
     p.add_argument("--pull", action="store_true")

@@ -43,6 +43,8 @@ class HttpConfig:
     allowed_headers: str = "*"
     allow_credentials: bool = False
     metrics_enable: bool = False
+    #: ``--metrics_list``: comma-separated metric families to expose (OVMS semantics).
+    metrics_list: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The handlers' settings mapping."""

@@ -155,6 +155,7 @@ class Server:
             plugins.apply_serve_flags(config.node_settings())
         except ValueError as exc:
             raise GraphConfigError(str(exc)) from exc
+        _select_metrics(config)
         api_key = load_api_key(config.api_key_file or None)
         repository = build_repository(config)
         self.repository = repository
@@ -213,6 +214,20 @@ class Server:
                 logger.exception("Stopping the gRPC server failed")
         if self.repository is not None:
             self.repository.stop_watching()
+
+
+def _select_metrics(config: ServeConfig) -> None:
+    """Apply ``--metrics_list`` (OVMS: it needs ``--metrics_enable``; unknown names fail)."""
+    from ovgraph import metrics
+
+    if config.http.metrics_list and not config.http.metrics_enable:
+        raise GraphConfigError(
+            "metrics_enable setting is missing, required when metrics_list is provided"
+        )
+    try:
+        metrics.select(config.http.metrics_list or None)
+    except ValueError as exc:
+        raise GraphConfigError(str(exc)) from exc
 
 
 def run_server(config: ServeConfig) -> int:

@@ -60,6 +60,20 @@ class ChatTemplateCalculator(LLMNodeCalculator):
         request = context.request
         if servable.pipeline_type in ("LM", "VLM"):
             _refuse_for_serial_pipelines(request)
+        if request.echo and servable.pipeline_type != "LM_CB":
+            raise InvalidParameterError(
+                f"echo is not supported by the {servable.pipeline_type} pipeline; serve a "
+                "text-only model as LM_CB",
+                param="echo",
+            )
+        if request.echo and request.logprobs and servable.key.enable_prefix_caching:
+            # genai computes prompt logprobs only for the tokens it runs, not for a prefix it
+            # restores from the cache: the answer would lack them (or carry wrong ones).
+            raise InvalidParameterError(
+                "echo with logprobs needs a servable with enable_prefix_caching: false "
+                "(openvino-genai has no logprobs for a cached prompt prefix)",
+                param="echo",
+            )
         parsers = graph_parsers(cc.options, servable.tokenizer.chat_template)
         prompt = self._prompt(servable.tokenizer, request)
         if parsers.reasoning_parser is not None and request.endpoint != "completions":
@@ -79,6 +93,7 @@ class ChatTemplateCalculator(LLMNodeCalculator):
                     param="max_tokens", code="context_length_exceeded",
                 )
         config = build_generation_config(servable.default_config, request, prompt_tokens, limit)
+        apply_assisted_decoding(config, request, servable.decoding_method)
         context.prompt, context.prompt_tokens = prompt, prompt_tokens
         apply_structured_output(config, request, parsers)
         self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
@@ -236,8 +251,52 @@ def build_generation_config(
         config.num_return_sequences = request.n or 1
     if request.logprobs:
         config.logprobs = 1
+    # The answer starts with the prompt's tokens and their logprobs (genai's ``echo``). For
+    # ``max_tokens: 0`` one token is generated and dropped: genai's echo-only path returns only
+    # the prompt tokens after a prefix-cache hit, not the whole prompt.
+    config.echo = request.echo
+    if request.echo and request.max_tokens == 0:
+        config.max_new_tokens = 1
     _seed(config, request.seed)
     return config
+
+
+#: The per-request fields each assisted decoding method takes (OVMS's names and meaning).
+_ASSISTED_FIELDS = {
+    "speculative": ("num_assistant_tokens", "assistant_confidence_threshold"),
+    "eagle3": ("num_assistant_tokens", "assistant_confidence_threshold"),
+    "prompt_lookup": ("num_assistant_tokens", "max_ngram_size"),
+    "standard": (),
+}
+_ASSISTED_NEEDS = {
+    "num_assistant_tokens": "speculative decoding (a draft model) or prompt lookup",
+    "assistant_confidence_threshold": "speculative decoding (a draft model: draft_models_path)",
+    "max_ngram_size": 'prompt lookup (plugin_config {"prompt_lookup": true})',
+}
+
+
+def apply_assisted_decoding(config: Any, request: ChatRequest, method: str) -> None:
+    """``num_assistant_tokens``, ``assistant_confidence_threshold``, ``max_ngram_size``.
+
+    Set on the request's config when the servable's decoding method uses them (a value of 0
+    means "not set", as in OVMS); refused, naming the field, when it does not.
+    """
+    given = {
+        name: value
+        for name in ("num_assistant_tokens", "assistant_confidence_threshold", "max_ngram_size")
+        if (value := getattr(request, name)) not in (None, 0)
+    }
+    taken = _ASSISTED_FIELDS.get(method, ())
+    for name in given:
+        if name not in taken:
+            raise InvalidParameterError(f"{name} needs {_ASSISTED_NEEDS[name]}", param=name)
+    if "num_assistant_tokens" in given and "assistant_confidence_threshold" in given:
+        raise InvalidParameterError(
+            "num_assistant_tokens and assistant_confidence_threshold are mutually exclusive",
+            param="assistant_confidence_threshold",
+        )
+    for name, value in given.items():
+        setattr(config, name, value)
 
 
 def _seed(config: Any, seed: int | None) -> None:

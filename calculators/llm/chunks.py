@@ -209,11 +209,13 @@ def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
     }
 
 
-def completion_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+def completion_logprobs(tokens: Sequence[TokenLogprob], echo: bool = False) -> dict[str, Any]:
     """OpenAI's legacy ``/completions`` ``logprobs``.
 
     ``tokens``, ``token_logprobs``, ``top_logprobs`` (the chosen token only, as OVMS) and
-    ``text_offset``: each token's character offset in the generated text.
+    ``text_offset``: each token's character offset in the answer's text. With ``echo`` the
+    tokens start with the prompt's, and the first one has no logprob (nothing precedes it):
+    ``null`` in ``token_logprobs`` and ``top_logprobs``, as OpenAI and vLLM write it.
     """
     texts = [_token_text(piece) for piece, _ in tokens]
     offsets: list[int] = []
@@ -221,10 +223,16 @@ def completion_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
     for piece, _ in tokens:
         offsets.append(len(consumed.decode("utf-8", "replace")))
         consumed += piece
+    token_logprobs: list[float | None] = [_logprob(value) for _, value in tokens]
+    top_logprobs: list[dict[str, float] | None] = [
+        {text: _logprob(value)} for text, (_, value) in zip(texts, tokens)
+    ]
+    if echo and tokens:
+        token_logprobs[0] = top_logprobs[0] = None
     return {
         "tokens": texts,
-        "token_logprobs": [_logprob(value) for _, value in tokens],
-        "top_logprobs": [{text: _logprob(value)} for text, (_, value) in zip(texts, tokens)],
+        "token_logprobs": token_logprobs,
+        "top_logprobs": top_logprobs,
         "text_offset": offsets,
     }
 

@@ -44,6 +44,8 @@ class LLMResources:
     options: Any
     #: ``--verbose_response``: answers carry the prompt and the raw output (``__verbose``).
     verbose_response: bool = False
+    #: ``--num_assistant_tokens`` / ``--assistant_confidence_threshold`` (speculative requests).
+    assistant_defaults: Mapping[str, Any] | None = None
 
     def health(self) -> str | None:
         """The servable's engine trouble, if any (see ``GraphDefinition.health``)."""
@@ -71,4 +73,9 @@ class LLMNodeCalculator(Calculator):
             allowed_media_domains=tuple(domains),
             allowed_local_media_path=settings.get("allowed_local_media_path") or None,
         )
-        return LLMResources(get_servable(key), policy, spec.options)
+        from calculators.llm.serve_flags import assistant_defaults
+
+        return LLMResources(
+            get_servable(key), policy, spec.options,
+            assistant_defaults=assistant_defaults(settings),
+        )

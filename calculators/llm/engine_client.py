@@ -529,6 +529,19 @@ class InProcessEngineClient:
         if job.cancelled:
             self.driver.cancel(request)
 
+    def stats(self) -> dict[str, Any]:
+        """The pipeline's figures (cache usage, scheduled requests), as the engine process's."""
+        get_metrics = getattr(self.driver.engine.pipeline, "get_metrics", None)
+        if get_metrics is None:
+            return {}
+        metrics = get_metrics()
+        return {
+            "cache_usage": float(metrics.cache_usage),
+            "max_cache_usage": float(metrics.max_cache_usage),
+            "avg_cache_usage": float(metrics.avg_cache_usage),
+            "scheduled_requests": int(metrics.scheduled_requests),
+        }
+
     def health(self) -> str | None:
         """Always serving."""
         return None

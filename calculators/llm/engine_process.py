@@ -143,7 +143,11 @@ class EngineLoop:
             metrics = get_metrics()
             stats.update(
                 cache_usage=float(metrics.cache_usage),
+                max_cache_usage=float(metrics.max_cache_usage),
+                avg_cache_usage=float(metrics.avg_cache_usage),
+                cache_size_bytes=int(getattr(metrics, "cache_size_in_bytes", 0)),
                 scheduled_requests=int(metrics.scheduled_requests),
+                pipeline_requests=int(metrics.requests),
             )
         return stats
 

@@ -5,7 +5,11 @@ framing). Server → engine::
 
     ("submit", request_id, prompt, images, config)   images: uint8 arrays; config: wire dict
     ("cancel", request_id)
-    ("stats", token)                                 answered by ("stats", token, dict)
+    ("stats", token)                                 answered by ("stats", token, dict): requests,
+                                                     and for CB pipelines cache_usage,
+                                                     max_cache_usage, avg_cache_usage (percent),
+                                                     cache_size_bytes, scheduled_requests,
+                                                     pipeline_requests
     ("shutdown",)                                    finish running requests, then exit
 
 Engine → server::

@@ -67,10 +67,14 @@ class VLMGenerationCalculator(LLMNodeCalculator):
             return
         job, gen_input = self.job, self.input
         assert job is not None and gen_input is not None
-        if gen_input.context.request.stream:
+        request = gen_input.context.request
+        echo_only = request.echo and request.max_tokens == 0
+        if request.stream and not echo_only:
             ids, finished = self._read_batch(job)
         else:
             ids, finished = job.wait_all(), True
+            if echo_only:
+                ids = _prompt_only(job, gen_input, ids)
         if job.cancelled:
             raise GraphCancelledError("Generation cancelled")
         chunk = TokenChunk(gen_input.context, ids, finished)
@@ -80,6 +84,8 @@ class VLMGenerationCalculator(LLMNodeCalculator):
             chunk.sequences = job.sequences
             chunk.ids = list(job.sequences[0][0]) if job.sequences else []
         if finished:
+            if gen_input.config.echo:
+                _drop_echo_from_count(job, gen_input)
             self._observe(job, gen_input)
             annotate(cc, _span_attributes(job, gen_input))
             chunk.finish_reason = job.finish_reason
@@ -114,7 +120,7 @@ class VLMGenerationCalculator(LLMNodeCalculator):
         self.job, self.input = job, gen_input
         cc.on_cancel(job.cancel)
         gen_input.context.payload.on_disconnect(job.cancel)
-        resources.servable.submit(job)
+        resources.servable.submit(job, resources.assistant_defaults)
 
     def _observe(self, job: GenerationJob, gen_input: GenerationInput) -> None:
         if not self.observed:
@@ -129,6 +135,27 @@ class VLMGenerationCalculator(LLMNodeCalculator):
             self.job.cancel()
         if self.job is not None and self.input is not None:
             self._observe(self.job, self.input)
+
+
+def _prompt_only(job: GenerationJob, gen_input: GenerationInput, ids: list[int]) -> list[int]:
+    """``echo`` with ``max_tokens: 0``: keep the prompt, drop the token generated after it."""
+    keep = job.prompt_tokens or gen_input.prompt_tokens
+    job.read_logprobs = job.read_logprobs[:keep]
+    if job.sequences is not None:
+        job.sequences = [
+            (list(s_ids[:keep]), s_lp[:keep] if s_lp is not None else None, "length", score)
+            for s_ids, s_lp, _, score in job.sequences
+        ]
+    job.completion_tokens = keep * (len(job.sequences) if job.sequences else 1)
+    job.finish_reason = "length"
+    return ids[:keep]
+
+
+def _drop_echo_from_count(job: GenerationJob, gen_input: GenerationInput) -> None:
+    """With ``echo`` every sequence starts with the prompt: those tokens were not generated."""
+    sequences = len(job.sequences) if job.sequences else 1
+    prompt = job.prompt_tokens or gen_input.prompt_tokens
+    job.completion_tokens = max(0, job.completion_tokens - prompt * sequences)
 
 
 def _span_attributes(job: GenerationJob, gen_input: GenerationInput) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from calculators.llm.serve_flags import draft_folder
+
 __all__ = ["text_generation_graph"]
 
 _TEMPLATE = """\
@@ -51,6 +53,10 @@ node: {{
 """
 
 
+def _quoted(path: str) -> str:
+    return path.replace("\\", "/").replace('"', '\\"')
+
+
 def _flag(value: Any, default: bool) -> str:
     if value is None:
         return "true" if default else "false"
@@ -74,6 +80,9 @@ def text_generation_graph(model_dir: Path | str, settings: Mapping[str, Any]) ->
         extra.append(f"dynamic_split_fuse: {_flag(settings['dynamic_split_fuse'], True)}")
     if settings.get("max_tokens_limit"):
         extra.append(f"max_tokens_limit: {int(settings['max_tokens_limit'])}")
+    draft = draft_folder(settings)
+    if draft:
+        extra.append(f'draft_models_path: "{_quoted(draft)}"')
     for key in ("tool_parser", "reasoning_parser"):
         if settings.get(key):
             extra.append(f'{key}: "{settings[key]}"')
@@ -91,7 +100,7 @@ def text_generation_graph(model_dir: Path | str, settings: Mapping[str, Any]) ->
     if settings.get("ov_cache_dir"):
         plugin["CACHE_DIR"] = settings["ov_cache_dir"]
     return _TEMPLATE.format(
-        models_path=str(model_dir).replace("\\", "/").replace('"', '\\"'),
+        models_path=_quoted(str(model_dir)),
         plugin_config=json.dumps(plugin),
         enable_prefix_caching=_flag(settings.get("enable_prefix_caching"), True),
         cache_size=int(settings.get("cache_size") or 0),

@@ -14,6 +14,7 @@ lookup; greedy for EAGLE-3).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "build_scheduler_config",
     "decoding_method",
     "draft_options",
+    "draft_scheduler_config",
     "pipeline_properties",
     "scheduler_extras",
 ]
@@ -77,6 +79,11 @@ def draft_options(options: Any, base_path: Path | None, pipeline_type: str) -> t
                 "a draft model"
             )
         return "", ""
+    if options.HasField("draft_block_size"):
+        raise ValueError(
+            "draft_block_size is not supported: openvino-genai 2026.4 chooses the KV-cache "
+            "block size itself (SchedulerConfig has no block_size)"
+        )
     if pipeline_type.startswith("VLM"):
         raise ValueError(
             f"draft_models_path is not supported with pipeline_type {pipeline_type}: "
@@ -167,14 +174,22 @@ def pipeline_properties(key: Any) -> dict[str, Any]:
     properties: dict[str, Any] = json.loads(key.plugin_config) if key.plugin_config else {}
     if key.draft_models_dir:
         settings = json.loads(key.draft_options)
-        scheduler = ov_genai.SchedulerConfig()
-        for name in ("max_num_batched_tokens", "cache_size", "max_num_seqs",
-                     "dynamic_split_fuse", "enable_prefix_caching"):
-            setattr(scheduler, name, settings[name])
         properties["draft_model"] = ov_genai.draft_model(
-            key.draft_models_dir, settings["device"], scheduler_config=scheduler
+            key.draft_models_dir, settings["device"],
+            scheduler_config=draft_scheduler_config(settings),
         )
     return properties
+
+
+def draft_scheduler_config(settings: dict[str, Any]) -> Any:
+    """The draft model's ``SchedulerConfig`` from the ``draft_*`` options (``draft_options``)."""
+    import openvino_genai as ov_genai
+
+    scheduler = ov_genai.SchedulerConfig()
+    for name in ("max_num_batched_tokens", "cache_size", "max_num_seqs",
+                 "dynamic_split_fuse", "enable_prefix_caching"):
+        setattr(scheduler, name, settings[name])
+    return scheduler
 
 
 def decoding_method(key: Any) -> str:
@@ -188,11 +203,20 @@ def decoding_method(key: Any) -> str:
     return method
 
 
-def adjust_for_decoding(config: Any, method: str) -> None:
-    """Per-request defaults of a decoding method, as OVMS's config builder sets them."""
+def adjust_for_decoding(
+    config: Any, method: str, defaults: Mapping[str, Any] | None = None
+) -> None:
+    """Per-request defaults of a decoding method, as OVMS's config builder sets them.
+
+    ``defaults`` (``--num_assistant_tokens`` or ``--assistant_confidence_threshold``) replace
+    OVMS's 5 draft tokens for speculative requests that set neither.
+    """
     if method in ("speculative", "eagle3"):
         if not config.num_assistant_tokens and not config.assistant_confidence_threshold:
             config.num_assistant_tokens = 5
+            for name, value in (defaults or {}).items():
+                config.num_assistant_tokens = 0
+                setattr(config, name, value)
         if method == "eagle3":
             config.do_sample = False
             config.num_beams = 1

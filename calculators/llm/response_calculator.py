@@ -108,7 +108,12 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         ctx = chunk.context
         request = ctx.request
         completions = request.endpoint == "completions"
-        encode_logprobs = chunks.completion_logprobs if completions else chunks.chat_logprobs
+
+        def encode_logprobs(tokens: list[chunks.TokenLogprob]) -> dict[str, Any]:
+            if completions:
+                return chunks.completion_logprobs(tokens, echo=request.echo)
+            return chunks.chat_logprobs(tokens)
+
         answers = [("".join(self.parts), chunk.finish_reason or "stop", self.token_logprobs)]
         for other in chunk.others:  # n > 1: the further beams, best first
             answers.append((other.text, other.finish_reason, other.token_logprobs or []))

@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,11 @@ class Servable:
             self.engine.stop()
             raise ValueError(scrub(first_line(str(exc)) or "Tokenizer loading failed")) from exc
 
-    def submit(self, job: GenerationJob) -> None:
+    def submit(
+        self, job: GenerationJob, assistant_defaults: Mapping[str, Any] | None = None
+    ) -> None:
         """Send a job to the engine (after the decoding method's defaults, as OVMS sets them)."""
-        adjust_for_decoding(job.config, self.decoding_method)
+        adjust_for_decoding(job.config, self.decoding_method, assistant_defaults)
         self.engine.submit(job)
 
     def health(self) -> str | None:
@@ -210,6 +213,12 @@ def _image_geometry(models_dir: Path) -> tuple[int, int, int] | None:
 
 _cache_lock = threading.Lock()
 _cache: weakref.WeakValueDictionary[ServableKey, Servable] = weakref.WeakValueDictionary()
+
+
+def live_servables() -> list[Servable]:
+    """The servables loaded now (for the engine metrics read at scrape time)."""
+    with _cache_lock:
+        return list(_cache.values())
 
 
 def get_servable(key: ServableKey) -> Servable:

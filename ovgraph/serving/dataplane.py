@@ -13,7 +13,9 @@ graph or applies policy itself. One pipeline, in this order, applies to all of t
    the run (504 / DEADLINE_EXCEEDED);
 5. **cancellation** — ``Execution.cancel()`` (the client went away) stops the run from any phase,
    from any thread;
-6. **metrics** — running, queued and rejected requests (:mod:`ovgraph.metrics`).
+6. **metrics** — running, queued and rejected requests, and OVMS's request and graph families
+   (:mod:`ovgraph.metrics`; gRPC calls are counted in ``ovgraph_requests_total`` here, REST
+   requests by the REST application).
 
 The policy lives on one asyncio loop: the server's (Tornado's) loop, or, for a frontend used
 without one (a gRPC server on its own), a private loop thread started on first use. Threads call
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -42,6 +45,7 @@ from ovgraph.serving.admission import (
 )
 from ovgraph.serving.graph_definition import GraphDefinition
 from ovgraph.serving.repository import ModelRepository
+from ovgraph.serving.request_metrics import ExecutionStats
 from ovgraph.serving.run import GraphRun
 
 __all__ = ["DataPlane", "Execution"]
@@ -148,13 +152,19 @@ class DataPlane:
         definition: GraphDefinition,
         outputs: Iterable[str] | None = None,
         headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        *,
+        interface: str | None = None,
+        method: str | None = None,
     ) -> Execution:
         """A new execution of ``definition``; use it as ``async with`` (or call ``finish``).
 
         ``headers`` (HTTP headers or gRPC metadata) may carry a W3C ``traceparent`` that
-        becomes the parent of the run's trace (``ovgraph.tracing``).
+        becomes the parent of the run's trace (``ovgraph.tracing``). ``interface`` (``REST``,
+        ``gRPC``) and ``method`` (``Unary``, ``Stream``, ``ModelInfer``, ``ModelInferStream``)
+        label OVMS's metrics; by default they follow from the call: gRPC metadata is a sequence
+        of pairs, HTTP headers a mapping; ``outputs`` are given by the OpenAI (``V3``) route.
         """
-        return Execution(self, definition, outputs, headers)
+        return Execution(self, definition, outputs, headers, interface=interface, method=method)
 
     # ------------------------------------------------------------------ drain
 
@@ -208,11 +218,16 @@ class Execution:
         definition: GraphDefinition,
         outputs: Iterable[str] | None,
         headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        *,
+        interface: str | None = None,
+        method: str | None = None,
     ) -> None:
         self.plane = plane
         self.definition = definition
         self.outputs = None if outputs is None else list(outputs)
         self.headers = headers
+        self.stats = ExecutionStats(definition.name, headers, outputs is not None, interface,
+                                     method)
         self.run: GraphRun | None = None
         self.cancelled = False
         self._queue: asyncio.Queue[Any] | None = None
@@ -252,6 +267,7 @@ class Execution:
         plane._track(self)
         self._queue = asyncio.Queue()
         self._acquiring = asyncio.ensure_future(plane.admission.acquire(self.definition))
+        waited = time.monotonic()
         try:
             await self._acquiring
         except asyncio.CancelledError:
@@ -260,6 +276,7 @@ class Execution:
             raise
         finally:
             self._acquiring = None
+        self.stats.waited(time.monotonic() - waited)
         self._admitted = True
         if self.cancelled:
             raise GraphCancelledError("The request was cancelled")
@@ -276,10 +293,12 @@ class Execution:
                 run = GraphRun(self.definition, on_output, on_done, self.outputs)
             self.run = run
             run.start(side_packets)
+            self.stats.graph_started()
             if feed is not None:
                 try:
                     feed(run)
                 except Exception:
+                    self.stats.rejected = True
                     if run.has_error:
                         return run  # the run's own error is reported through next()
                     run.cancel()
@@ -295,6 +314,7 @@ class Execution:
             self._cancel_run()
 
     def _run_ended(self, error: BaseException | None) -> None:
+        self.stats.graph_ended(error, self.cancelled)
         self._ended = True
         self._release()
         if self._queue is not None:
@@ -326,18 +346,22 @@ class Execution:
                     item = await queue.get()
             except asyncio.TimeoutError:
                 self._cancel_run()
-                raise DeadlineExceededError(
+                self.stats.error = DeadlineExceededError(
                     f"The request produced no output within {timeout:g} seconds"
-                ) from None
+                )
+                raise self.stats.error from None
             if item is _TICK:
                 continue
             if isinstance(item, _Failure):
+                self.stats.error = item.error
                 raise item.error
             if isinstance(item, tuple) and item[0] is _DONE:
                 queue.put_nowait(item)  # every later call sees the end too
                 if item[1] is not None:
+                    self.stats.error = item[1]
                     raise item[1]
                 return None
+            self.stats.response(item[1])
             return item  # type: ignore[no-any-return]
 
     def touch(self) -> None:
@@ -390,6 +414,7 @@ class Execution:
         if self._finished:
             return
         self._finished = True
+        self.stats.finished(self.cancelled and not self._ended)
         if not self._ended:
             self.cancelled = True
             if self._acquiring is not None and not self._acquiring.done():
@@ -398,3 +423,4 @@ class Execution:
             if self.run is None:
                 self._release()
         self.plane._untrack(self)
+

@@ -35,6 +35,10 @@ FIELDS = "tests/e2e/test_request_fields.py"
 API = "tests/e2e/test_openai_api.py"
 UNIT = "tests/calculators/test_llm_calculators.py"
 LM = "tests/e2e/test_text_only_model.py"
+ECHO = "tests/e2e/test_prompt_logprobs.py"
+PIPE = "tests/calculators/test_pipeline_options.py"
+AGENTIC = "tests/e2e/test_agentic.py"
+PARSERS = "tests/calculators/test_output_parsers.py"
 
 
 @dataclass(frozen=True)
@@ -75,42 +79,44 @@ OPTIONS: dict[str, Honoured | Refused] = {
     "draft_models_path": Honoured(
         f"{LM}::test_model_drafting_for_itself_changes_nothing_and_is_always_accepted"
     ),
+    "draft_device": Honoured(f"{PIPE}::test_draft_options_reach_the_draft_scheduler"),
+    "draft_max_num_batched_tokens": Honoured(
+        f"{PIPE}::test_draft_options_reach_the_draft_scheduler"
+    ),
+    "draft_cache_size": Honoured(f"{PIPE}::test_draft_options_reach_the_draft_scheduler"),
+    "draft_max_num_seqs": Honoured(f"{PIPE}::test_draft_options_reach_the_draft_scheduler"),
+    "draft_dynamic_split_fuse": Honoured(
+        f"{PIPE}::test_draft_options_reach_the_draft_scheduler"
+    ),
+    "draft_eagle3_mode": Honoured(f"{PIPE}::test_eagle3_mode_forces_greedy_drafting"),
+    "draft_block_size": Refused(
+        f'draft_models_path: "{Path(__file__).parent}" draft_block_size: 16',
+        "draft_block_size is not supported",
+        note="genai 2026.4's SchedulerConfig has no block size",
+    ),
+    "cache_eviction_config": Honoured(
+        f"{PIPE}::test_cache_eviction_and_sparse_attention_reach_the_scheduler"
+    ),
+    "sparse_attention_config": Honoured(
+        f"{PIPE}::test_cache_eviction_and_sparse_attention_reach_the_scheduler"
+    ),
+    "cache_interval_multiplier": Honoured(
+        f"{PIPE}::test_cache_eviction_and_sparse_attention_reach_the_scheduler"
+    ),
+    "tool_parser": Honoured(f"{AGENTIC}::test_tool_parser_flag"),
+    "reasoning_parser": Honoured(f"{PARSERS}::test_graph_option_wins_and_none_disables"),
+    "enable_tool_guided_generation": Honoured(
+        f"{PARSERS}::test_auto_tool_choice_is_only_guided_when_enabled"
+    ),
     "chat_template_mode": Refused(
         "chat_template_mode: JINJA", "chat_template_mode: JINJA is not supported",
         note="MINJA (genai's renderer, the default) is what is done",
     ),
 }
 
-#: Engine-side fields without a test here that shows their effect yet: the engine work (which
-#: already forwards most of them, ``pipeline_options.py``) empties this list.
-PENDING_ENGINE: dict[str, str] = {
-    # graph options: forwarded to genai, refused at load where a pipeline cannot take them
-    "draft_device": "draft pipeline option",
-    "draft_max_num_batched_tokens": "draft scheduler option",
-    "draft_cache_size": "draft scheduler option",
-    "draft_block_size": "draft scheduler option",
-    "draft_max_num_seqs": "draft scheduler option",
-    "draft_dynamic_split_fuse": "draft scheduler option",
-    "draft_eagle3_mode": "EAGLE-3 drafts",
-    "cache_eviction_config": "SchedulerConfig.cache_eviction_config",
-    "sparse_attention_config": "SchedulerConfig.sparse_attention_config",
-    "cache_interval_multiplier": "SchedulerConfig.cache_interval_multiplier",
-    # request fields
-    "echo": "prompt and its logprobs (/completions)",
-    "num_assistant_tokens": "speculative decoding / prompt lookup, per request",
-    "assistant_confidence_threshold": "speculative decoding, per request",
-    "max_ngram_size": "prompt lookup, per request",
-}
-
-#: Taken by the tools / structured output / reasoning work; it empties this list.
-PENDING_AGENTIC: dict[str, str] = {
-    "tool_parser": "tool-call parsing",
-    "reasoning_parser": "reasoning parsing",
-    "enable_tool_guided_generation": "guided tool calls",
-    "tools": "rendered by the chat template today; parsing pending",
-    "tool_choice": "tools filtered by it today; forcing a call pending",
-    "response_format": "structured output",
-}
+#: Fields waiting for a test that shows their effect (empty: every field is placed).
+PENDING_ENGINE: dict[str, str] = {}
+PENDING_AGENTIC: dict[str, str] = {}
 
 REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "model": Honoured(f"{API}::test_unknown_model_404"),
@@ -141,6 +147,13 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "n": Honoured(f"{FIELDS}::test_n_choices_from_beam_search"),
     "best_of": Honoured(f"{FIELDS}::test_best_of_answers_the_best_beam"),
     "length_penalty": Honoured(f"{FIELDS}::test_length_penalty_reorders_beams"),
+    "echo": Honoured(f"{ECHO}::test_echo_returns_the_prompt_and_its_logprobs"),
+    "num_assistant_tokens": Honoured(f"{LM}::test_assisted_fields_per_request"),
+    "assistant_confidence_threshold": Honoured(f"{LM}::test_assisted_fields_per_request"),
+    "max_ngram_size": Honoured(f"{LM}::test_prompt_lookup_serves_requests"),
+    "tools": Honoured(f"{AGENTIC}::test_required_tool_choice_returns_a_parsed_call"),
+    "tool_choice": Honoured(f"{AGENTIC}::test_named_tool_choice_forces_that_function"),
+    "response_format": Honoured(f"{AGENTIC}::test_json_schema_stream_is_valid_json"),
     "user": Metadata("OpenAI: an end-user id for abuse monitoring"),
     # documented by OVMS as unsupported
     "logit_bias": Refused({"logit_bias": {"50": 10}}, "logit_bias is not supported"),

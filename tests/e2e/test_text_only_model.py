@@ -34,18 +34,20 @@ TEXT_ONLY = "This servable supports only text input, but image_url has been prov
 
 
 @pytest.fixture(scope="module")
-def lm_model(export_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def lm_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``tiny-lm`` preset exported to OpenVINO IR into a temporary folder.
 
-    ``OVGRAPH_TINY_LM`` names an already built one instead (quicker local runs).
+    ``OVGRAPH_TINY_LM`` names an already built one instead (quicker local runs, no export
+    environment needed).
     """
     built = os.environ.get("OVGRAPH_TINY_LM")
     if built:
         return Path(built).resolve()
+    exporter: Path = request.getfixturevalue("export_python")
     out = tmp_path_factory.mktemp("lm") / "qwen2-tiny-lm"
     start = time.monotonic()
     subprocess.run(
-        [str(export_python), "tools/make_model.py", "--preset", "tiny-lm", "--out", str(out)],
+        [str(exporter), "tools/make_model.py", "--preset", "tiny-lm", "--out", str(out)],
         cwd=REPO, check=True, timeout=900, capture_output=True,
     )
     print(f"tiny-lm built in {time.monotonic() - start:.1f} s")
@@ -233,6 +235,108 @@ def test_model_drafting_for_itself_changes_nothing_and_is_always_accepted(
         server.stop()
 
 
+@pytest.mark.parametrize(
+    # OVMS's flag, the alias, and a fixed number of drafts per step
+    ("flags", "per_step"),
+    [
+        (["--draft_source_model"], 5),
+        (["--draft_model_path"], 5),
+        (["--draft_source_model", "--num_assistant_tokens", "3"], 3),
+    ],
+)
+def test_draft_model_flags_enable_speculative_decoding(
+    lm_model: Path, flags: list[str], per_step: int
+) -> None:
+    body = {**completion_body(), "max_tokens": SPEC_TOKENS}
+    with serve(lm_model, "LM_CB") as plain:
+        status, reference = plain.post("/v3/completions", body)
+        assert status == 200, reference
+    flag_args = [flags[0], str(lm_model), *flags[1:]]
+    server = ServerProcess(["--model_path", str(lm_model), "--model_name", MODEL,
+                            "--task", "text_generation", "--pipeline_type", "LM_CB",
+                            "--metrics_enable", *flag_args])
+    try:
+        server.wait_ready()
+        status, answer = server.post("/v3/completions", body)
+        assert status == 200, answer
+        assert answer["choices"][0]["text"] == reference["choices"][0]["text"]
+        counts = _spec_samples(server)
+        # The model drafts for itself: every draft is accepted (the last step may be cut
+        # short by max_tokens, so a few proposed drafts are never checked).
+        assert counts["draft"] > 0 and counts["draft"] % per_step == 0, counts
+        assert counts["accepted"] / counts["draft"] >= 0.9, counts
+        print(f"draft acceptance ({per_step} per step): {counts}")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # a Hugging Face name is not downloaded by serve
+        (["--draft_source_model", "OpenVINO/not-here"], "no such folder"),
+        (["--draft_source_model", "{model}", "--num_assistant_tokens", "2",
+          "--assistant_confidence_threshold", "0.5"], "are exclusive"),
+    ],
+)
+def test_bad_draft_flags_stop_the_server(lm_model: Path, flags: list[str], message: str) -> None:
+    args = [flag.format(model=lm_model) for flag in flags]
+    server = ServerProcess(["--model_path", str(lm_model), "--model_name", MODEL,
+                            "--task", "text_generation", *args])
+    try:
+        with pytest.raises(RuntimeError, match=message):
+            server.wait_ready(60)
+    finally:
+        server.stop()
+
+
+def _spec_delta(server: ServerProcess, body: dict) -> tuple[dict, dict[str, float]]:
+    """Answer ``body``; return the answer and the speculative counters it added."""
+    before = _spec_samples(server)
+    status, answer = server.post("/v3/completions", body)
+    assert status == 200, answer
+    after = _spec_samples(server)
+    return answer, {k: after[k] - before[k] for k in after}
+
+
+def test_assisted_fields_per_request(lm_model: Path) -> None:
+    body = {**completion_body(), "max_tokens": SPEC_TOKENS}
+    with serve(lm_model, "LM_CB") as plain:
+        status, reference = plain.post("/v3/completions", body)
+        assert status == 200, reference
+        # no draft model and no prompt lookup: nothing would use them
+        for field in ("num_assistant_tokens", "assistant_confidence_threshold", "max_ngram_size"):
+            status, answer = plain.post("/v3/completions", {**body, field: 2})
+            assert status == 400 and answer["error"]["param"] == field, answer
+    text = reference["choices"][0]["text"]
+    server = ServerProcess(["--model_path", str(lm_model), "--model_name", MODEL,
+                            "--task", "text_generation", "--pipeline_type", "LM_CB",
+                            "--metrics_enable", "--draft_source_model", str(lm_model)])
+    try:
+        server.wait_ready()
+        answer, default = _spec_delta(server, body)
+        assert answer["choices"][0]["text"] == text
+        assert default["draft"] % 5 == 0 and default["accepted"] > 0
+        # num_assistant_tokens: that many drafts per step
+        answer, two = _spec_delta(server, {**body, "num_assistant_tokens": 2})
+        assert answer["choices"][0]["text"] == text
+        assert two["draft"] % 2 == 0 and two["draft"] != default["draft"], (two, default)
+        # a confidence threshold replaces the fixed drafts: the draft model, whose confidence
+        # is tiny, stops early, so fewer drafts are accepted than with 5 a step
+        answer, threshold = _spec_delta(server, {**body, "assistant_confidence_threshold": 0.5})
+        assert answer["choices"][0]["text"] == text
+        assert threshold["draft"] == 0 and 0 < threshold["accepted"] < default["accepted"]
+        status, answer = server.post(
+            "/v3/completions",
+            {**body, "num_assistant_tokens": 2, "assistant_confidence_threshold": 0.5},
+        )
+        assert status == 400 and "mutually exclusive" in answer["error"]["message"]
+        status, answer = server.post("/v3/completions", {**body, "max_ngram_size": 2})
+        assert status == 400 and answer["error"]["param"] == "max_ngram_size"
+    finally:
+        server.stop()
+
+
 def test_prompt_lookup_serves_requests(lm_model: Path, tmp_path: Path) -> None:
     folder = _graph_with(
         lm_model, tmp_path / "lookup", "LM_CB",
@@ -242,12 +346,23 @@ def test_prompt_lookup_serves_requests(lm_model: Path, tmp_path: Path) -> None:
     with serve(lm_model, "LM_CB") as plain:
         status, reference = plain.post("/v3/completions", body)
         assert status == 200, reference
-    server = ServerProcess(["--model_path", str(folder), "--model_name", MODEL])
+    server = ServerProcess(["--model_path", str(folder), "--model_name", MODEL,
+                            "--metrics_enable"])
     try:
         server.wait_ready()
         status, answer = server.post("/v3/completions", body)
         assert status == 200, answer
         assert answer["choices"][0]["text"] == reference["choices"][0]["text"]
+        # per request: n-gram size and drafts per step (OVMS defaults 3 and 5)
+        answer, counts = _spec_delta(
+            server, {**body, "max_ngram_size": 2, "num_assistant_tokens": 3}
+        )
+        assert answer["choices"][0]["text"] == reference["choices"][0]["text"]
+        assert counts["draft"] > 0 and counts["draft"] % 3 == 0, counts
+        status, answer = server.post(
+            "/v3/completions", {**body, "assistant_confidence_threshold": 0.5}
+        )
+        assert status == 400 and answer["error"]["param"] == "assistant_confidence_threshold"
     finally:
         server.stop()
 
