@@ -87,11 +87,11 @@ def build_repository(config: ServeConfig) -> Any:
 
 def _start_grpc(config: ServeConfig, repository: Any, plane: Any) -> Any:
     try:
-        from ovgraph.frontends.grpc.server import start_grpc_server
+        from ovgraph.frontends.grpc.server import start_grpc_frontend
     except ImportError:
         logger.error("The gRPC frontend is not available; serving REST only")
         return None
-    return start_grpc_server(
+    return start_grpc_frontend(
         repository, config.grpc_settings(), config.port, config.grpc_bind_address, plane
     )
 
@@ -194,10 +194,25 @@ class Server:
         """Refuse new work, let work in flight finish (or cancel it), then stop the loop."""
         plane = self.plane
         plane.draining = True
-        logger.info("Shutting down: draining %d request(s)", plane.active)
-        if not await plane.wait_drained(max(0.0, float(self.config.drain_timeout))):
+        grpc_calls = self._grpc.servicer.active_calls if self._grpc is not None else 0
+        logger.info(
+            "Shutting down: draining %d request(s), %d gRPC call(s)", plane.active, grpc_calls
+        )
+        timeout = max(0.0, float(self.config.drain_timeout))
+        deadline = asyncio.get_running_loop().time() + timeout
+        drained = await plane.wait_drained(timeout)
+        if self._grpc is not None:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            drained = await asyncio.get_running_loop().run_in_executor(
+                None, self._grpc.drain, left
+            ) and drained
+        if not drained:
             logger.warning("Drain timeout: cancelling %d request(s)", plane.active)
             plane.abort_all()
+            if self._grpc is not None:  # calls still open (idle streams) end here
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._grpc.stop, _ABORT_GRACE
+                )
             await plane.wait_drained(_ABORT_GRACE)
         await asyncio.sleep(0.05)  # let the last answers reach their sockets
         self.loop.stop()
@@ -208,7 +223,7 @@ class Server:
             self._http.stop()
         if self._grpc is not None:
             try:
-                self._grpc.stop(0)
+                self._grpc.stop(_ABORT_GRACE)
             except Exception:
                 logger.exception("Stopping the gRPC server failed")
         if self.repository is not None:

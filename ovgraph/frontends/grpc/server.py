@@ -1,4 +1,14 @@
-"""The gRPC server: a thread-pool ``grpc.Server`` serving ``GRPCInferenceService``."""
+"""The gRPC server: a thread-pool ``grpc.Server`` serving ``GRPCInferenceService``.
+
+Threads: ``grpc_max_threads`` workers (default 32) serve every call. An open
+``ModelStreamInfer`` holds one worker for its whole life, so streams may hold at most
+``grpc_max_threads - max(4, grpc_max_threads // 4)`` of them (24 of 32); a stream beyond that is
+refused at once with ``RESOURCE_EXHAUSTED``, and the remaining workers always serve unary calls
+and health. A stream that sends and produces nothing for ``request_timeout`` seconds ends with
+``DEADLINE_EXCEEDED``. This was chosen over ``grpc.aio`` because the data plane already owns an
+asyncio loop and graph work runs on its own pool: a worker per stream costs a thread, not a
+core, and the budget split keeps the sync server's simple blocking servicer.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +26,41 @@ from ovgraph.serving.admission import DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOU
 from ovgraph.serving.dataplane import DataPlane
 from ovgraph.serving.repository import ModelRepository
 
-__all__ = ["DEFAULT_WORKERS", "MAX_MESSAGE_BYTES", "start_grpc_server"]
+__all__ = [
+    "DEFAULT_WORKERS",
+    "MAX_MESSAGE_BYTES",
+    "GrpcFrontend",
+    "start_grpc_frontend",
+    "start_grpc_server",
+    "stream_budget",
+]
 
 logger = logging.getLogger("ovgraph")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Each open ModelStreamInfer call holds one worker for its whole life.
 DEFAULT_WORKERS = 32
+
+
+def stream_budget(workers: int) -> int:
+    """How many of ``workers`` threads open streams may hold (the rest serve unary calls)."""
+    return max(1, workers - max(4, workers // 4))
+
+
+class GrpcFrontend:
+    """The running gRPC server and its servicer (for drain)."""
+
+    def __init__(self, server: grpc.Server, servicer: InferenceServicer) -> None:
+        self.server = server
+        self.servicer = servicer
+
+    def drain(self, timeout: float) -> bool:
+        """Block until no inference call is in progress (False on timeout)."""
+        return self.servicer.wait_idle(timeout)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop serving; calls still running get ``grace`` seconds, then are cancelled."""
+        self.server.stop(grace).wait(None if grace is None else grace + 1.0)
 
 
 def start_grpc_server(
@@ -32,12 +70,24 @@ def start_grpc_server(
     address: str = "0.0.0.0",
     plane: DataPlane | None = None,
 ) -> grpc.Server:
+    """Start serving KServe v2 on ``address:port``; see :func:`start_grpc_frontend`."""
+    return start_grpc_frontend(repository, settings, port, address, plane).server
+
+
+def start_grpc_frontend(
+    repository: ModelRepository,
+    settings: dict[str, Any],
+    port: int,
+    address: str = "0.0.0.0",
+    plane: DataPlane | None = None,
+) -> GrpcFrontend:
     """Start serving KServe v2 on ``address:port`` and return the server (the caller stops it).
 
     Messages larger than 64 MiB are refused by gRPC itself (``RESOURCE_EXHAUSTED``).
     Inference runs through ``plane`` (the server's data plane, shared with REST; default: one of
     its own built from ``settings["max_queued_requests"]`` and ``settings["request_timeout"]``).
-    ``settings["grpc_max_threads"]`` sets the worker count (default 32); at most
+    ``settings["grpc_max_threads"]`` sets the worker count (default 32; streams may hold
+    :func:`stream_budget` of them); at most
     ``max_queued_requests`` (default 256) more calls wait for a worker, and gRPC refuses calls
     beyond that with ``RESOURCE_EXHAUSTED``. With an API key
     (``settings["api_key_file"]`` or env ``API_KEY``, as for REST) ``ModelInfer`` and
@@ -64,10 +114,10 @@ def start_grpc_server(
     )
     if plane is None:
         plane = DataPlane(repository, max_queued=queued, request_timeout=timeout)
-    servicer = InferenceServicer(plane)
+    servicer = InferenceServicer(plane, max_streams=stream_budget(workers))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     server.add_insecure_port(f"{host}:{port}")
     server.start()
     logger.info("gRPC KServe v2 API on %s:%d", host, port)
-    return server
+    return GrpcFrontend(server, servicer)
