@@ -21,7 +21,6 @@ cancellation), as the OpenAI routes do.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +39,7 @@ from ovgraph.framework.packet import Packet
 from ovgraph.serving import kserve_stream
 from ovgraph.serving.dataplane import DataPlane, Execution
 from ovgraph.serving.graph_definition import GraphDefinition
+from ovgraph.serving.json_body import JsonParser
 from ovgraph.serving.kserve_stream import BadStreamRequest, RequestFailure
 from ovgraph.serving.kserve_types import (
     _UNSUPPORTED_TAGS,
@@ -71,6 +71,7 @@ __all__ = [
     "decode_bytes_elements",
     "encode_bytes_elements",
     "infer",
+    "input_packets",
     "model_metadata",
     "model_ready",
     "server_live",
@@ -131,16 +132,16 @@ def _http_payload(tensor: Tensor, request: InferRequest) -> HttpPayload:
             f'Input "{name}" takes one BYTES element holding a JSON body', param=name
         )
     body = bytes(tensor.data.reshape(-1)[0])
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise RequestError("Cannot parse JSON body") from exc
+    parsed = _PAYLOAD_PARSER.parse(body)
     uri = request.parameters.get("uri", DEFAULT_PAYLOAD_URI)
     if not isinstance(uri, str):
         raise InvalidParameterError("Parameter uri must be a string", param="uri")
     return HttpPayload(
         uri=uri, headers={"Content-Type": "application/json"}, body=body, parsed_json=parsed
     )
+
+
+_PAYLOAD_PARSER = JsonParser()  # big JSON payloads are parsed in a helper process
 
 
 def _graph_inputs(definition: GraphDefinition) -> dict[str, str]:
@@ -282,12 +283,26 @@ def _response(
     )
 
 
-async def infer(execution: Execution, request: InferRequest) -> InferResponse | Any:
+def input_packets(definition: GraphDefinition, request: InferRequest) -> list[tuple[str, Any]]:
+    """The graph input packets of a unary request (blocking: JSON payloads are parsed here).
+
+    Frontends call it on a worker thread, so a big payload is never parsed on the event loop.
+
+    Raises:
+        RequestError: an input the graph cannot take, or a payload that is not valid JSON.
+    """
+    return _input_packets(definition, request, require_all=True)
+
+
+async def infer(
+    execution: Execution, request: InferRequest, packets: list[tuple[str, Any]] | None = None
+) -> InferResponse | Any:
     """One ``ModelInfer``: a new graph run; the first packet of every output stream answers.
 
     Args:
         execution: from ``DataPlane.execution(definition)``.
         request: the decoded request.
+        packets: its input packets when the caller built them already (``input_packets``).
 
     Returns:
         An ``InferResponse``, or the payload of a ``RESPONSE``-tagged output as is.
@@ -297,7 +312,8 @@ async def infer(execution: Execution, request: InferRequest) -> InferResponse | 
             (queue full, deadline, draining), or the run's error.
     """
     definition = execution.definition
-    packets = _input_packets(definition, request, require_all=True)
+    if packets is None:
+        packets = input_packets(definition, request)
     stamp = _timestamp(request.parameters)
     stamp = stamp if stamp is not None else _now_us()
     side = _side_packets(request.parameters)

@@ -99,6 +99,7 @@ class _Run:
 
     execution: Execution
     pending: list[_Pending] = field(default_factory=list)
+    failed: bool = False
 
     def owner(self, stamp: int) -> _Pending | None:
         stamps = [p.stamp for p in self.pending]
@@ -123,6 +124,7 @@ class _Session:
         self.timestamp = timestamp
         self.events: queue.Queue[Any] = queue.Queue()
         self.lock = threading.Lock()
+        self.start_lock = threading.RLock()  # one run is started at a time
         self.definition: GraphDefinition | None = None
         self.side: dict[str, Any] = {}
         self.model_name = ""
@@ -152,13 +154,13 @@ class _Session:
         except Exception as exc:  # the transport failed (client gone, reset…)
             logger.debug("Stream reader stopped: %s", exc)
         finally:
-            self.reading = False
-            with self.lock:
+            with self.start_lock:
+                self.reading = False
                 run = self.run
-            if run is not None and run.execution.run is not None:
-                run.execution.run.close()
-            elif run is None:
-                self.events.put(_END)
+                if run is not None and not run.failed and run.execution.run is not None:
+                    run.execution.run.close()
+                elif run is None or run.failed:
+                    self.events.put(_END)
 
     def _submit(self, request: InferRequest | BadStreamRequest) -> None:
         if isinstance(request, BadStreamRequest):
@@ -175,15 +177,20 @@ class _Session:
             raise RequestError("Side packets can only be set in the first request of a stream")
         packets = self.input_packets(self.definition, _without_client_params(request))
         pending = _Pending(request.id, self._stamp(request), packets, _wants_final(request))
-        with self.lock:
-            run = self.run
-            assert run is not None
-            run.pending.append(pending)
-            graph_run = run.execution.run
-            assert graph_run is not None
-            for name, payload in packets:
-                graph_run.add(name, payload, pending.stamp)
-        run.execution.touch()
+        with self.start_lock:
+            with self.lock:
+                run = self.run
+                usable = run is not None and not run.failed
+                if usable:
+                    assert run is not None and run.execution.run is not None
+                    run.pending.append(pending)
+                    for name, payload in packets:
+                        run.execution.run.add(name, payload, pending.stamp)
+            if usable:
+                assert run is not None
+                run.execution.touch()
+            else:  # the previous run failed: this request starts the next one
+                self._start([pending])
         self._watch_final(pending)
 
     def _first(self, request: InferRequest) -> None:
@@ -192,22 +199,34 @@ class _Session:
         packets = self.input_packets(definition, plain)
         side = self.side_packets(plain.parameters)
         pending = _Pending(request.id, self._stamp(request), packets, _wants_final(request))
+        with self.start_lock:
+            self._start([pending], definition, side)
         self.definition, self.side, self.model_name = definition, side, request.model_name
-        self._start([pending])
         self._watch_final(pending)
 
-    def _start(self, pending: list[_Pending]) -> None:
-        """Start a run of the stream's graph fed with ``pending`` (raises if it cannot start)."""
-        assert self.definition is not None
-        execution = self.plane.execution(self.definition, headers=self.headers)
+    def _start(
+        self, pending: list[_Pending], definition: GraphDefinition | None = None,
+        side: dict[str, Any] | None = None,
+    ) -> None:
+        """Start a run of the stream's graph fed with ``pending`` (raises if it cannot start).
+
+        Called with ``start_lock`` held; when the client has sent everything, the run's inputs
+        are closed after the feed.
+        """
+        definition = definition or self.definition
+        assert definition is not None
+        execution = self.plane.execution(definition, headers=self.headers)
+        close = not self.reading
 
         def feed(graph_run: Any) -> None:
             for item in pending:
                 for name, payload in item.packets:
                     graph_run.add(name, payload, item.stamp)
+            if close:
+                graph_run.close()
 
         try:
-            self.plane.call(execution.start(feed, dict(self.side)))
+            self.plane.call(execution.start(feed, dict(self.side if side is None else side)))
         except BaseException:
             self.plane.loop.call_soon_threadsafe(execution.finish)
             raise
@@ -271,8 +290,9 @@ class _Session:
                 yield from self._finals(run, done)
                 continue
             if isinstance(item, BaseException):
-                yield from self._failed(run, item)
-                if self.run is run:  # nothing left to serve
+                out, over = self._failed(run, item)
+                yield from out
+                if over:
                     return
                 continue
             yield from self._answer(run, *item)
@@ -305,27 +325,34 @@ class _Session:
                     model_name=self.model_name, id=item.id, parameters={FINAL_PARAM: True}
                 )
 
-    def _failed(self, run: _Run, error: BaseException) -> Iterator[Any]:
-        """The run failed: answer the request it failed on, feed the later ones to a new run."""
-        with self.lock:
-            waiting = [p for p in run.pending if not p.answered]
-            victim = waiting[0] if waiting else (run.pending[-1] if run.pending else None)
-            later = [p for p in run.pending if victim is not None and p.stamp > victim.stamp]
-            done = [p for p in run.pending if p is not victim and p not in later]
-            run.pending.clear()
-        self.plane.loop.call_soon_threadsafe(run.execution.finish)
-        yield from self._finals(run, done)
-        if self.client_gone:
-            return
-        yield RequestFailure(error, victim.id if victim else "", self.model_name)
-        if victim is not None and victim.wants_final:
-            yield from self._finals(run, [victim])
-        if not later and not self.reading:
-            return
-        try:
-            self._start(later)
-        except Exception as exc:
-            yield StreamFailure(exc, started=True)
+    def _failed(self, run: _Run, error: BaseException) -> tuple[list[Any], bool]:
+        """The run failed: answer the request it failed on, feed the later ones to a new run.
+
+        Returns what to send and whether the stream is over.
+        """
+        with self.start_lock:
+            with self.lock:
+                run.failed = True
+                waiting = [p for p in run.pending if not p.answered]
+                victim = waiting[0] if waiting else (run.pending[-1] if run.pending else None)
+                later = [p for p in run.pending if victim is not None and p.stamp > victim.stamp]
+                done = [p for p in run.pending if p is not victim and p not in later]
+                run.pending.clear()
+            self.plane.loop.call_soon_threadsafe(run.execution.finish)
+            out: list[Any] = list(self._finals(run, done))
+            if self.client_gone:
+                return out, True
+            out.append(RequestFailure(error, victim.id if victim else "", self.model_name))
+            if victim is not None and victim.wants_final:
+                out.extend(self._finals(run, [victim]))
+            if not later:
+                return out, not self.reading
+            try:
+                self._start(later)
+            except Exception as exc:
+                out.append(StreamFailure(exc, started=True))
+                return out, True
+            return out, False
 
     # ------------------------------------------------------------------ final responses
 

@@ -95,9 +95,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             definition = plane.servable(request.model_name)
             decoded = v2_types.request_from_grpc(request)
+            packets = kserve.input_packets(definition, decoded)  # on this worker thread
             metadata = tuple(context.invocation_metadata() or ())
             response = plane.call(
-                _infer(plane, definition, decoded, metadata), context.add_callback
+                _infer(plane, definition, decoded, packets, metadata), context.add_callback
             )
             return v2_types.response_to_grpc(response)
         except concurrent.futures.CancelledError:
@@ -203,7 +204,7 @@ def _decoded(messages: Iterator[Any]) -> Iterator[kserve.InferRequest | kserve.B
 
 
 async def _infer(
-    plane: DataPlane, definition: Any, request: kserve.InferRequest, metadata: Any
+    plane: DataPlane, definition: Any, request: kserve.InferRequest, packets: Any, metadata: Any
 ) -> Any:
     async with plane.execution(definition, headers=metadata) as execution:
-        return await kserve.infer(execution, request)
+        return await kserve.infer(execution, request, packets)

@@ -19,6 +19,7 @@ from ovgraph.frontends.auth import UNAUTHORIZED_MESSAGE, authorized
 from ovgraph.frontends.errors import to_http
 from ovgraph.frontends.rest.routes import READ_ONLY, RouteTable
 from ovgraph.serving.dataplane import SHUTTING_DOWN, DataPlane
+from ovgraph.serving.json_body import JsonParser
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DISCARD_BYTES", "ProtectedApplication", "ServerState"]
 
@@ -33,6 +34,8 @@ class ServerState:
         plane: the data plane (admission, deadline, drain); a default one when omitted.
         api_key: the key requests must carry (None: no key).
         max_body_bytes: largest accepted request body.
+
+    ``json_parser`` parses big bodies in a helper process (:mod:`ovgraph.serving.json_body`).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class ServerState:
         self.plane = plane if plane is not None else DataPlane()
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.json_parser = JsonParser()
 
     def __repr__(self) -> str:  # never show the key
         return f"ServerState({self.plane!r})"
