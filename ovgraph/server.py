@@ -148,6 +148,7 @@ class Server:
 
         from ovgraph.frontends.auth import load_api_key
         from ovgraph.frontends.rest.app import ServerState, make_app, tornado_max_body_size
+        from ovgraph.frontends.rest.protection import TORNADO_MAX_HEADER_BYTES
         from ovgraph.serving.dataplane import DataPlane
 
         config = self.config
@@ -172,7 +173,8 @@ class Server:
         if self.rest_port:
             app = make_app(repository, config.http.as_dict(), state)
             self._http = tornado.httpserver.HTTPServer(
-                app, max_body_size=tornado_max_body_size(state), max_header_size=64 * 1024,
+                app, max_body_size=tornado_max_body_size(state),
+                max_header_size=TORNADO_MAX_HEADER_BYTES,
                 idle_connection_timeout=300,
             )
             self._http.listen(self.rest_port, address=config.rest_bind_address)

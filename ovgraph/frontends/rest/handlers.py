@@ -88,6 +88,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(204)
         self.finish()
 
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler implements (for ``Allow``)."""
+        base = tornado.web.RequestHandler
+        return [
+            m for m in cls.SUPPORTED_METHODS
+            if getattr(cls, m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
+
     def write_json(self, value: Any, status: int = 200) -> None:
         """Answer with a JSON document."""
         self.set_status(status)
@@ -106,6 +115,8 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors Tornado raises itself (bad method, body too large…) in the same shape."""
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.finish(http_error(status_code, self._reason or "Error", self.errors))
 
 
@@ -287,11 +298,13 @@ class ModelsHandler(BaseHandler):
     """``GET /v3/models`` and ``/v3/models/{name}`` (OpenAI model objects)."""
 
     def get(self, name: str | None = None) -> None:
-        """List the servables, or show one."""
-        created = int(time.time())
+        """List the servables, or show one (``created``: when the server first listed it)."""
+        now = int(time.time())
+        created = self.state.created
 
         def model(n: str) -> dict[str, Any]:
-            return {"id": n, "object": "model", "created": created, "owned_by": "OVMS"}
+            stamp = created.setdefault(n, now)
+            return {"id": n, "object": "model", "created": stamp, "owned_by": "OVMS"}
 
         if name:
             try:
