@@ -124,7 +124,7 @@ def test_lone_surrogate_400_names_the_parameter(
 
 
 def test_lone_surrogate_in_kserve_bytes_400(server: ServerProcess) -> None:
-    inner = '{"model":"%s","messages":[{"role":"user","content":"\\ud800"}]}' % MODEL
+    inner = '{"model":"M","messages":[{"role":"user","content":"\\ud800"}]}'.replace("M", MODEL)
     body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [inner]}]}
     status, _, raw = request(server.url + f"/v2/models/{MODEL}/infer", body)
     assert status == 400, raw
@@ -183,7 +183,7 @@ def test_oversize_headers_431_in_json(server: ServerProcess) -> None:
     head = (
         b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
     )
-    status, headers, body = split_response(raw_http(server.port, head, timeout=10))
+    status, _, body = split_response(raw_http(server.port, head, timeout=10))
     assert status == 431
     assert "Request headers" in json.loads(body)["error"]["message"]
 

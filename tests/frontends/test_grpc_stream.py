@@ -198,34 +198,40 @@ def test_idle_stream_ends_after_request_timeout() -> None:
 
 
 def test_sigterm_drains_grpc_streams() -> None:
-    proc, address = _serve("--drain_timeout", "20")
+    proc, address = _serve("--drain_timeout", "3")
     client = tg.InferenceServerClient(address)
     try:
         streams = []
-        for i in range(3):
+        for i in range(4):
             c = tg.InferenceServerClient(address)
             s = _Stream(c)
-            c.async_stream_infer(MODEL, _input(_chat(max_tokens=30)), request_id=f"d{i}")
+            if i < 2:  # these two got their answer and stay open, idle
+                c.async_stream_infer(MODEL, _input(_chat()), request_id=f"idle{i}")
+                assert s.items.get(timeout=30)[1] is None
             streams.append((c, s))
-        time.sleep(0.3)  # every request in flight
+        for i, (c, _) in enumerate(streams[2:]):
+            c.async_stream_infer(MODEL, _input(_chat(max_tokens=30)), request_id=f"d{i}")
+        time.sleep(0.2)  # the last two requests in flight
         proc.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         with pytest.raises(InferenceServerException) as exc:
             client.infer(MODEL, _input(_chat()))
         assert str(exc.value.status()) == "StatusCode.UNAVAILABLE"
         assert "shutting down" in exc.value.message()
-        for i, (c, s) in enumerate(streams):
+        for i, (_, s) in enumerate(streams[2:]):
             result, error = s.items.get(timeout=30)
             assert error is None, error
             assert result.get_response().id == f"d{i}"
+        assert proc.proc.wait(timeout=30) == 0
+        for c, _ in streams:
             c.stop_stream()
             c.close()
-        assert proc.proc.wait(timeout=30) == 0
     finally:
         client.close()
         if proc.proc.poll() is None:
             proc.stop()
     log = proc.logs()
+    assert "4 gRPC call(s)" in log  # the drain sees the open streams
     assert "Traceback" not in log
     assert "cannot schedule new futures" not in log
 
