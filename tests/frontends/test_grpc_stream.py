@@ -283,3 +283,29 @@ def test_lone_surrogate_in_payload_is_invalid_argument(
         client.infer(MODEL, _input(body.replace("M", MODEL).encode()))
     assert str(exc.value.status()) == "StatusCode.INVALID_ARGUMENT"
     assert param in exc.value.message()
+
+
+def test_invalid_utf8_string_field_is_invalid_argument(
+    served: tuple[ServerProcess, str],
+) -> None:
+    raw = _raw_request("XX", _chat()).SerializeToString().replace(b"XX", b"\xed\xa0")
+    with grpc.insecure_channel(served[1]) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda b: b, response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            call(raw, timeout=30)
+        stream = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=lambda b: b,
+            response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+        )
+        good = _raw_request("ok", _chat()).SerializeToString()
+        replies = list(stream(iter([good, raw, good]), timeout=60))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in err.value.details()
+    errors = [r.error_message for r in replies if r.error_message]
+    assert len(errors) == 1 and "UTF-8" in errors[0]
+    assert sum(1 for r in replies if r.infer_response.id == "ok" and not r.error_message) == 2
+    assert "Traceback" not in served[0].logs()

@@ -18,8 +18,9 @@ from typing import Any
 
 import grpc
 
-from ovgraph._proto.kserve import grpc_predict_v2_pb2_grpc as pb_grpc
+from ovgraph._proto.kserve import grpc_predict_v2_pb2 as pb
 from ovgraph.frontends.auth import load_api_key
+from ovgraph.frontends.grpc import v2_types
 from ovgraph.frontends.grpc.auth import make_auth_interceptor
 from ovgraph.frontends.grpc.servicer import InferenceServicer
 from ovgraph.serving.admission import DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOUT
@@ -37,9 +38,35 @@ __all__ = [
 
 logger = logging.getLogger("ovgraph")
 
+_SERVICE = "inference.GRPCInferenceService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Each open ModelStreamInfer call holds one worker for its whole life.
 DEFAULT_WORKERS = 32
+
+
+def _add_servicer(servicer: InferenceServicer, server: grpc.Server) -> None:
+    """Register every RPC of the service, as the generated code does, with tolerant parsing.
+
+    A message protobuf cannot parse (a string field that is not UTF-8) reaches the servicer as
+    ``v2_types.Undecodable`` and is answered ``INVALID_ARGUMENT`` instead of gRPC's ``INTERNAL``
+    "Exception deserializing request" (and its logged traceback).
+    """
+    service = pb.DESCRIPTOR.services_by_name[_SERVICE.rsplit(".", 1)[1]]
+    handlers = {}
+    for method in service.methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        make = (
+            grpc.stream_stream_rpc_method_handler if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=v2_types.tolerant_parser(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+    server.add_registered_method_handlers(_SERVICE, handlers)
 
 
 def stream_budget(workers: int) -> int:
@@ -115,7 +142,7 @@ def start_grpc_frontend(
     if plane is None:
         plane = DataPlane(repository, max_queued=queued, request_timeout=timeout)
     servicer = InferenceServicer(plane, max_streams=stream_budget(workers))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    _add_servicer(servicer, server)
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     server.add_insecure_port(f"{host}:{port}")
     server.start()

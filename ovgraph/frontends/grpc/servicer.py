@@ -37,6 +37,12 @@ def _abort(context: Any, exc: BaseException) -> NoReturn:
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
+def _parsed(request: Any, context: Any) -> None:
+    """Refuse a message protobuf could not parse (``INVALID_ARGUMENT``)."""
+    if isinstance(request, v2_types.Undecodable):
+        _abort(context, request.error)
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """KServe v2 (plus ``ModelStreamInfer``) over one data plane.
 
@@ -63,6 +69,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelReady(self, request: Any, context: Any) -> Any:
         """Whether one servable is AVAILABLE (NOT_FOUND if unknown)."""
+        _parsed(request, context)
         try:
             ready = kserve.model_ready(self.repository, request.name, request.version)
         except Exception as exc:
@@ -78,6 +85,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:
         """Input and output names of a graph."""
+        _parsed(request, context)
         try:
             meta = kserve.model_metadata(self.repository, request.name, request.version)
         except Exception as exc:
@@ -86,6 +94,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
         """One request through a new graph run."""
+        _parsed(request, context)
         self._refuse_if_draining(context)
         with self._tracked():
             return self._infer_call(request, context)
@@ -104,12 +113,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except concurrent.futures.CancelledError:
             if not context.is_active():
                 logger.info("ModelInfer cancelled by the client")
-                return None
+                return pb.ModelInferResponse()  # never sent: the call is over
             _abort(context, GraphCancelledError("The client cancelled the call"))
         except Exception as exc:
             if not context.is_active():
                 logger.info("ModelInfer ended after the client went away: %s", exc)
-                return None
+                return pb.ModelInferResponse()
             _abort(context, exc)
 
     def ModelStreamInfer(
@@ -197,6 +206,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 def _decoded(messages: Iterator[Any]) -> Iterator[kserve.InferRequest | kserve.BadStreamRequest]:
     """Decode each stream message; one that cannot be decoded is answered with its own error."""
     for message in messages:
+        if isinstance(message, v2_types.Undecodable):
+            yield kserve.BadStreamRequest(message.error)
+            continue
         try:
             yield v2_types.request_from_grpc(message)
         except Exception as exc:
