@@ -20,6 +20,7 @@ from typing import Any
 from ovgraph import plugins
 from ovgraph.config import ServeConfig
 from ovgraph.errors import GraphConfigError
+from ovgraph.threads import ElasticThreadPool
 
 __all__ = ["DEFAULT_MODEL_GROUP", "Server", "build_repository", "default_model_dir", "run_server"]
 
@@ -161,6 +162,10 @@ class Server:
         self.repository = repository
         loop = IOLoop.current()
         self.loop = loop
+        # run_in_executor(None, …) work (body joins, graph starts): idle threads exit too
+        loop.asyncio_loop.set_default_executor(  # type: ignore[attr-defined]
+            ElasticThreadPool(min(32, (os.cpu_count() or 1) + 4), "ovgraph-io")
+        )
         plane = DataPlane(
             repository, max_queued=config.max_queued_requests,
             request_timeout=config.request_timeout,

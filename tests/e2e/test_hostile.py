@@ -220,3 +220,41 @@ def test_models_created_is_stable(server: ServerProcess) -> None:
     again = json.loads(server.get("/v3/models")[1])["data"][0]["created"]
     one = json.loads(server.get(f"/v3/models/{MODEL}")[1])["created"]
     assert first == again == one
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads")
+
+
+def test_worker_threads_return_after_a_burst() -> None:
+    proc = ServerProcess([], {"OVGRAPH_THREAD_IDLE_SECONDS": "1"}).wait_ready()
+    try:
+        pid = proc.proc.pid
+        assert proc.post("/v3/chat/completions", chat(max_tokens=2))[0] == 200
+        time.sleep(2.5)
+        baseline = _threads(pid)
+        results: list[int] = []
+
+        def one() -> None:
+            results.append(proc.post("/v3/chat/completions", chat(max_tokens=40))[0])
+
+        burst = [threading.Thread(target=one) for _ in range(32)]
+        for t in burst:
+            t.start()
+        peak = baseline
+        while any(t.is_alive() for t in burst):
+            peak = max(peak, _threads(pid))
+            time.sleep(0.05)
+        assert results == [200] * 32
+        assert peak > baseline + 4  # the burst did take threads
+        time.sleep(3.0)
+        after = _threads(pid)
+        assert after <= baseline + 2, (baseline, peak, after)
+    finally:
+        proc.stop()

@@ -1,19 +1,18 @@
 """The gRPC server: a thread-pool ``grpc.Server`` serving ``GRPCInferenceService``.
 
-Threads: ``grpc_max_threads`` workers (default 32) serve every call. An open
-``ModelStreamInfer`` holds one worker for its whole life, so streams may hold at most
-``grpc_max_threads - max(4, grpc_max_threads // 4)`` of them (24 of 32); a stream beyond that is
-refused at once with ``RESOURCE_EXHAUSTED``, and the remaining workers always serve unary calls
-and health. A stream that sends and produces nothing for ``request_timeout`` seconds ends with
-``DEADLINE_EXCEEDED``. This was chosen over ``grpc.aio`` because the data plane already owns an
-asyncio loop and graph work runs on its own pool: a worker per stream costs a thread, not a
-core, and the budget split keeps the sync server's simple blocking servicer.
+Threads: ``grpc_max_threads`` workers (default 32) serve every call; idle ones exit after 30 s
+(``ovgraph.threads``). An open ``ModelStreamInfer`` holds one worker for its whole life, so
+streams may hold at most ``grpc_max_threads - max(4, grpc_max_threads // 4)`` of them (24 of
+32); a stream beyond that is refused at once with ``RESOURCE_EXHAUSTED``, and the remaining
+workers always serve unary calls and health. A stream that sends and produces nothing for
+``request_timeout`` seconds ends with ``DEADLINE_EXCEEDED``. This was chosen over ``grpc.aio``
+because graph work already runs on its own pool and the policy on the data plane's loop: a
+worker per stream costs a thread, not a core, and the budget split keeps the blocking servicer.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -26,6 +25,7 @@ from ovgraph.frontends.grpc.servicer import InferenceServicer
 from ovgraph.serving.admission import DEFAULT_MAX_QUEUED, DEFAULT_REQUEST_TIMEOUT
 from ovgraph.serving.dataplane import DataPlane
 from ovgraph.serving.repository import ModelRepository
+from ovgraph.threads import ElasticThreadPool
 
 __all__ = [
     "DEFAULT_WORKERS",
@@ -131,7 +131,7 @@ def start_grpc_frontend(
     timeout = DEFAULT_REQUEST_TIMEOUT if timeout is None else float(timeout)
     key = load_api_key(settings.get("api_key_file") or None)
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ovgraph-grpc"),
+        ElasticThreadPool(max_workers=workers, thread_name_prefix="ovgraph-grpc"),
         interceptors=[make_auth_interceptor(key)],
         maximum_concurrent_rpcs=workers + queued,
         options=[
