@@ -27,7 +27,7 @@ from ovgraph.frontends.errors import OPENAI, describe, http_error, openai_error_
 from ovgraph.frontends.rest.protection import DISCARD_BYTES, ServerState
 from ovgraph.serving.dataplane import Execution
 from ovgraph.serving.http import HttpStream, http_outputs, serve_http
-from ovgraph.serving.json_body import parse_json
+from ovgraph.serving.json_body import parse_json, trim_heap
 from ovgraph.serving.payload import HttpPayload
 from ovgraph.serving.repository import ModelRepository
 
@@ -176,6 +176,11 @@ class BodyHandler(BaseHandler):
         return PayloadTooLargeError(
             f"Request body exceeds the limit of {self.state.max_body_bytes} bytes"
         )
+
+    def on_finish(self) -> None:
+        """After a big body, give the freed memory back (off the loop)."""
+        if getattr(self, "_size", 0) > self.state.json_parser.threshold:
+            asyncio.get_running_loop().run_in_executor(None, trim_heap)
 
     def body_bytes(self) -> bytes:
         """The body received (call once)."""
