@@ -184,8 +184,12 @@ class _Session:
                 if usable:
                     assert run is not None and run.execution.run is not None
                     run.pending.append(pending)
-                    for name, payload in packets:
-                        run.execution.run.add(name, payload, pending.stamp)
+                    try:
+                        for name, payload in packets:
+                            run.execution.run.add(name, payload, pending.stamp)
+                    except BaseException:
+                        run.pending.remove(pending)  # refused (e.g. a timestamp not after the last)
+                        raise
             if usable:
                 assert run is not None
                 run.execution.touch()

@@ -93,7 +93,7 @@ def test_health_stays_fast_while_big_bodies_are_refused(server: ServerProcess) -
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     assert len(latencies) > 20
-    assert p99 < 0.25, (p99, latencies[-5:])  # target 50 ms on an idle machine
+    assert p99 < 0.5, (p99, latencies[-5:])  # target 50 ms on an idle machine (before: ~6 s)
 
 
 # --------------------------------------------------------------------------- invalid text
