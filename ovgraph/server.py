@@ -20,6 +20,7 @@ from typing import Any
 from ovgraph import plugins
 from ovgraph.config import ServeConfig
 from ovgraph.errors import GraphConfigError
+from ovgraph.threads import ElasticThreadPool
 
 __all__ = ["DEFAULT_MODEL_GROUP", "Server", "build_repository", "default_model_dir", "run_server"]
 
@@ -87,11 +88,11 @@ def build_repository(config: ServeConfig) -> Any:
 
 def _start_grpc(config: ServeConfig, repository: Any, plane: Any) -> Any:
     try:
-        from ovgraph.frontends.grpc.server import start_grpc_server
+        from ovgraph.frontends.grpc.server import start_grpc_frontend
     except ImportError:
         logger.error("The gRPC frontend is not available; serving REST only")
         return None
-    return start_grpc_server(
+    return start_grpc_frontend(
         repository, config.grpc_settings(), config.port, config.grpc_bind_address, plane
     )
 
@@ -148,6 +149,7 @@ class Server:
 
         from ovgraph.frontends.auth import load_api_key
         from ovgraph.frontends.rest.app import ServerState, make_app, tornado_max_body_size
+        from ovgraph.frontends.rest.protection import TORNADO_MAX_HEADER_BYTES
         from ovgraph.serving.dataplane import DataPlane
 
         config = self.config
@@ -161,6 +163,10 @@ class Server:
         self.repository = repository
         loop = IOLoop.current()
         self.loop = loop
+        # run_in_executor(None, …) work (body joins, graph starts): idle threads exit too
+        loop.asyncio_loop.set_default_executor(  # type: ignore[attr-defined]
+            ElasticThreadPool(min(32, (os.cpu_count() or 1) + 4), "ovgraph-io")
+        )
         plane = DataPlane(
             repository, max_queued=config.max_queued_requests,
             request_timeout=config.request_timeout,
@@ -173,7 +179,8 @@ class Server:
         if self.rest_port:
             app = make_app(repository, config.http.as_dict(), state)
             self._http = tornado.httpserver.HTTPServer(
-                app, max_body_size=tornado_max_body_size(state), max_header_size=64 * 1024,
+                app, max_body_size=tornado_max_body_size(state),
+                max_header_size=TORNADO_MAX_HEADER_BYTES,
                 idle_connection_timeout=300,
             )
             self._http.listen(self.rest_port, address=config.rest_bind_address)
@@ -195,10 +202,25 @@ class Server:
         """Refuse new work, let work in flight finish (or cancel it), then stop the loop."""
         plane = self.plane
         plane.draining = True
-        logger.info("Shutting down: draining %d request(s)", plane.active)
-        if not await plane.wait_drained(max(0.0, float(self.config.drain_timeout))):
+        grpc_calls = self._grpc.servicer.active_calls if self._grpc is not None else 0
+        logger.info(
+            "Shutting down: draining %d request(s), %d gRPC call(s)", plane.active, grpc_calls
+        )
+        timeout = max(0.0, float(self.config.drain_timeout))
+        deadline = asyncio.get_running_loop().time() + timeout
+        drained = await plane.wait_drained(timeout)
+        if self._grpc is not None:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            drained = await asyncio.get_running_loop().run_in_executor(
+                None, self._grpc.drain, left
+            ) and drained
+        if not drained:
             logger.warning("Drain timeout: cancelling %d request(s)", plane.active)
             plane.abort_all()
+            if self._grpc is not None:  # calls still open (idle streams) end here
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._grpc.stop, _ABORT_GRACE
+                )
             await plane.wait_drained(_ABORT_GRACE)
         await asyncio.sleep(0.05)  # let the last answers reach their sockets
         self.loop.stop()
@@ -209,7 +231,7 @@ class Server:
             self._http.stop()
         if self._grpc is not None:
             try:
-                self._grpc.stop(0)
+                self._grpc.stop(_ABORT_GRACE)
             except Exception:
                 logger.exception("Stopping the gRPC server failed")
         if self.repository is not None:

@@ -12,11 +12,21 @@ least ``requests``, ``errors`` and ``rss_growth_pct`` (the measured window's).
     python tools/soak.py --url http://127.0.0.1:8000 --clients 64 --duration 60
 
 The server pid comes from ``--pid`` or is found through ``/proc`` by the URL's port (Linux).
+
+``--hostile N`` adds N attacker threads running for the same time next to the normal clients,
+each cycling through attacks from the hostile-client review: a huge prompt (``--hostile_mb``,
+default 50 MB), lone surrogates in text, role and ``stop``, oversized headers, a chunked body far
+over the limit, an absolute-form URI, a KServe shape of 65 dimensions, and a slow client that
+sends half its headers and waits. Their answers are counted per attack and status (a 4xx is the
+expected outcome, not an error); the normal clients' errors and p99 are what the mode checks:
+
+    python tools/soak.py --clients 64 --hostile 8 --duration 60
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -179,6 +189,92 @@ class Soak:
         conn.close()
 
 
+class Hostile:
+    """Attacker threads (``--hostile N``): every answer counted per attack and outcome."""
+
+    def __init__(self, soak: Soak) -> None:
+        self.soak = soak
+        self.outcomes: Counter[str] = Counter()
+        model = soak.args.model
+        big = "hello world " * (int(soak.args.hostile_mb * 1e6) // 12)
+        self.big = json.dumps({"model": model, "messages": [{"role": "user", "content": big}]})
+        self.attacks = [
+            ("big_prompt", self.big_prompt),
+            ("surrogate", self.surrogates),
+            ("big_headers", self.big_headers),
+            ("chunked_oversize", self.chunked_oversize),
+            ("absolute_uri", self.absolute_uri),
+            ("deep_shape", self.deep_shape),
+            ("slow_headers", self.slow_headers),
+        ]
+
+    def run(self, index: int) -> None:
+        n = index
+        while time.monotonic() < self.soak.stop_at:
+            name, attack = self.attacks[n % len(self.attacks)]
+            n += 1
+            try:
+                outcome = str(attack())
+            except Exception as exc:
+                outcome = type(exc).__name__
+            with self.soak.lock:
+                self.outcomes[f"{name} {outcome}"] += 1
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+        conn = http.client.HTTPConnection(self.soak.host, self.soak.port, timeout=120)
+        try:
+            conn.request("POST", path, body=body, headers={**self.soak.headers, **(headers or {})})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def _raw(self, data: bytes, then: bytes | None = None, pause: float = 0.0) -> int:
+        import socket
+
+        with socket.create_connection((self.soak.host, self.soak.port), timeout=60) as sock:
+            sock.sendall(data)
+            if pause:
+                time.sleep(pause)
+            if then:
+                with contextlib.suppress(OSError):  # the server may answer and close first
+                    sock.sendall(then)
+            head = sock.recv(65536)
+        return int(head.split()[1]) if head.startswith(b"HTTP/") else 0
+
+    def big_prompt(self) -> int:
+        return self._post(self.soak.args.path, self.big.encode())
+
+    def surrogates(self) -> int:
+        model = self.soak.args.model
+        raw = (b'{"model":"%s","messages":[{"role":"us\\ud800er","content":"a\\udfff"}],'
+               b'"stop":["\\ud800"]}') % model.encode()
+        return self._post(self.soak.args.path, raw)
+
+    def big_headers(self) -> int:
+        return self._raw(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: "
+                         + b"a" * 200_000 + b"\r\n\r\n")
+
+    def chunked_oversize(self) -> int:
+        head = (b"POST /v3/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+        piece = b"x" * 65536
+        chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
+        return self._raw(head, chunk * 1400)  # about 90 MiB
+
+    def absolute_uri(self) -> int:
+        return self._raw(b"GET http://x/v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def deep_shape(self) -> int:
+        body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1] * 65,
+                            "data": ["{}"]}]}
+        return self._post(f"/v2/models/{self.soak.args.model}/infer", json.dumps(body).encode())
+
+    def slow_headers(self) -> int:
+        return self._raw(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n", b"\r\n", pause=5.0)
+
+
 def first_model(soak: Soak) -> str:
     """The first model the server lists under ``/v3/models``."""
     conn = http.client.HTTPConnection(soak.host, soak.port, timeout=10)
@@ -207,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="every stream runs to max_tokens (default on)")
     parser.add_argument("--api_key", default=os.environ.get("API_KEY"))
     parser.add_argument("--pid", type=int, default=None)
+    parser.add_argument("--hostile", type=int, default=0,
+                        help="attacker threads next to the normal clients (see above)")
+    parser.add_argument("--hostile_mb", type=float, default=50.0,
+                        help="size of the huge-prompt attack in MB")
     args = parser.parse_args(argv)
 
     soak = Soak(args)
@@ -217,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     soak.stop_at = time.monotonic() + args.warmup + args.duration
     threads = [threading.Thread(target=soak.client, args=(i,), daemon=True)
                for i in range(args.clients)]
+    hostile = Hostile(soak) if args.hostile else None
+    if hostile is not None:
+        threads += [threading.Thread(target=hostile.run, args=(i,), daemon=True)
+                    for i in range(args.hostile)]
     for thread in threads:
         thread.start()
     time.sleep(args.warmup)
@@ -233,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     cold_growth = (rss_end - rss_cold) / rss_cold * 100 if rss_cold else None
     errors = sum(soak.errors.values())
 
+    if hostile is not None:
+        for outcome, count in sorted(hostile.outcomes.items()):
+            print(f"hostile {outcome}: {count}")
     for message, count in soak.errors.most_common(10):
         print(f"error x{count}: {message}")
     ok = len(soak.latency)
@@ -264,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms": round(percentile(soak.latency, 0.99) * 1000, 1),
         "ttfb_p50_ms": round(percentile(soak.first_byte, 0.5) * 1000, 1),
         "clients": args.clients,
+        "hostile": args.hostile,
+        "hostile_outcomes": dict(hostile.outcomes) if hostile is not None else {},
         "duration_s": args.duration,
         "warmup_s": args.warmup,
     }

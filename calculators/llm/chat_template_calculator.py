@@ -15,7 +15,7 @@ from calculators.llm.common import (
 )
 from calculators.llm.errors import translate_error
 from calculators.llm.output_parser import GraphParsers, graph_parsers
-from calculators.llm.request_validation import ChatRequest
+from calculators.llm.request_validation import ChatRequest, check_prompt_size
 from calculators.llm.structured_output import structured_output_fields
 from ovgraph.errors import InvalidParameterError
 from ovgraph.framework.calculator import CalculatorContext, Input, NodeSpec, Output
@@ -74,6 +74,7 @@ class ChatTemplateCalculator(LLMNodeCalculator):
                 "(openvino-genai has no logprobs for a cached prompt prefix)",
                 param="echo",
             )
+        check_prompt_size(request, servable.max_length)  # before any copy of the text
         parsers = graph_parsers(cc.options, servable.tokenizer.chat_template)
         prompt = self._prompt(servable.tokenizer, request)
         if parsers.reasoning_parser is not None and request.endpoint != "completions":

@@ -785,3 +785,46 @@ def _flatten_messages(
                 previous_was_text = True
         message["content"] = "".join(pieces)
     return messages, urls
+
+
+# ---------------------------------------------------------------------------- prompt size bound
+
+# No token of a real vocabulary is longer than this many characters (Qwen2's longest is 64), so
+# a text of N characters is at least N / CHARS_PER_TOKEN_BOUND tokens long.
+CHARS_PER_TOKEN_BOUND = 64
+
+
+def prompt_chars(request: ChatRequest) -> int:
+    """Characters of the text the prompt is made of (messages or ``prompt``), templates aside."""
+    if request.endpoint == "completions":
+        return len(request.prompt or "")
+    total = 0
+    for message in request.messages:
+        for key in ("content", "reasoning_content", "name", "tool_call_id"):
+            value = message.get(key)
+            if isinstance(value, str):
+                total += len(value)
+    return total
+
+
+def check_prompt_size(request: ChatRequest, max_length: int | None) -> None:
+    """Refuse, before templating and tokenising, a prompt that cannot fit the context.
+
+    A prompt of more than ``max_length * CHARS_PER_TOKEN_BOUND`` characters has more tokens than
+    the model's context, whatever the tokenizer; refusing it here bounds the memory and time a
+    request may cost before the exact token count (templating and tokenising a prompt of at
+    most that many characters).
+
+    Raises:
+        InvalidParameterError: ``context_length_exceeded``, naming ``messages`` (or ``prompt``).
+    """
+    if max_length is None:
+        return
+    bound = max_length * CHARS_PER_TOKEN_BOUND
+    chars = prompt_chars(request)
+    if chars > bound:
+        param = "prompt" if request.endpoint == "completions" else "messages"
+        raise InvalidParameterError(
+            f"Prompt of {chars} characters exceeds model max length: {max_length} tokens "
+            f"(at most {bound} characters)", param=param, code="context_length_exceeded",
+        )

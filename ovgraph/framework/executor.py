@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
+
+from ovgraph.threads import ElasticThreadPool
 
 __all__ = ["default_num_threads", "shutdown", "submit"]
 
 _lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool: ElasticThreadPool | None = None  # idle threads exit (ovgraph.threads)
 
 
 def default_num_threads() -> int:
@@ -28,13 +30,13 @@ def default_num_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _get_pool() -> ThreadPoolExecutor:
+def _get_pool() -> ElasticThreadPool:
     global _pool
     if _pool is None:
         with _lock:
             if _pool is None:
                 workers = int(os.environ.get("OVGRAPH_MAX_WORKERS", "512"))
-                _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ovgraph")
+                _pool = ElasticThreadPool(max_workers=workers, thread_name_prefix="ovgraph")
     return _pool
 
 

@@ -368,6 +368,10 @@ class Execution:
         """Thread-safe: the client just sent more input; the deadline starts afresh."""
         self._post(_TICK)
 
+    def note(self, item: Any) -> None:
+        """Thread-safe: ``next()`` returns ``item`` as is after the outputs already produced."""
+        self._post(item)
+
     def fail(self, error: BaseException) -> None:
         """Thread-safe: end the execution with ``error`` (e.g. a bad follow-up request)."""
         self._post(_Failure(error))

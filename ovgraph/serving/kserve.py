@@ -21,10 +21,7 @@ cancellation), as the OpenAI routes do.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -39,8 +36,11 @@ from ovgraph.errors import (
 )
 from ovgraph.framework import timestamp as ts_mod
 from ovgraph.framework.packet import Packet
+from ovgraph.serving import kserve_stream
 from ovgraph.serving.dataplane import DataPlane, Execution
 from ovgraph.serving.graph_definition import GraphDefinition
+from ovgraph.serving.json_body import JsonParser
+from ovgraph.serving.kserve_stream import BadStreamRequest, RequestFailure
 from ovgraph.serving.kserve_types import (
     _UNSUPPORTED_TAGS,
     DATATYPES,
@@ -62,13 +62,16 @@ __all__ = [
     "DATATYPES",
     "SERVER_NAME",
     "TIMESTAMP_PARAM",
+    "BadStreamRequest",
     "InferRequest",
     "InferResponse",
+    "RequestFailure",
     "StreamFailure",
     "Tensor",
     "decode_bytes_elements",
     "encode_bytes_elements",
     "infer",
+    "input_packets",
     "model_metadata",
     "model_ready",
     "server_live",
@@ -129,16 +132,16 @@ def _http_payload(tensor: Tensor, request: InferRequest) -> HttpPayload:
             f'Input "{name}" takes one BYTES element holding a JSON body', param=name
         )
     body = bytes(tensor.data.reshape(-1)[0])
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise RequestError("Cannot parse JSON body") from exc
+    parsed = _PAYLOAD_PARSER.parse(body)
     uri = request.parameters.get("uri", DEFAULT_PAYLOAD_URI)
     if not isinstance(uri, str):
         raise InvalidParameterError("Parameter uri must be a string", param="uri")
     return HttpPayload(
         uri=uri, headers={"Content-Type": "application/json"}, body=body, parsed_json=parsed
     )
+
+
+_PAYLOAD_PARSER = JsonParser()  # big JSON payloads are parsed in a helper process
 
 
 def _graph_inputs(definition: GraphDefinition) -> dict[str, str]:
@@ -280,12 +283,26 @@ def _response(
     )
 
 
-async def infer(execution: Execution, request: InferRequest) -> InferResponse | Any:
+def input_packets(definition: GraphDefinition, request: InferRequest) -> list[tuple[str, Any]]:
+    """The graph input packets of a unary request (blocking: JSON payloads are parsed here).
+
+    Frontends call it on a worker thread, so a big payload is never parsed on the event loop.
+
+    Raises:
+        RequestError: an input the graph cannot take, or a payload that is not valid JSON.
+    """
+    return _input_packets(definition, request, require_all=True)
+
+
+async def infer(
+    execution: Execution, request: InferRequest, packets: list[tuple[str, Any]] | None = None
+) -> InferResponse | Any:
     """One ``ModelInfer``: a new graph run; the first packet of every output stream answers.
 
     Args:
         execution: from ``DataPlane.execution(definition)``.
         request: the decoded request.
+        packets: its input packets when the caller built them already (``input_packets``).
 
     Returns:
         An ``InferResponse``, or the payload of a ``RESPONSE``-tagged output as is.
@@ -295,7 +312,8 @@ async def infer(execution: Execution, request: InferRequest) -> InferResponse | 
             (queue full, deadline, draining), or the run's error.
     """
     definition = execution.definition
-    packets = _input_packets(definition, request, require_all=True)
+    if packets is None:
+        packets = input_packets(definition, request)
     stamp = _timestamp(request.parameters)
     stamp = stamp if stamp is not None else _now_us()
     side = _side_packets(request.parameters)
@@ -317,154 +335,28 @@ async def infer(execution: Execution, request: InferRequest) -> InferResponse | 
 # ---------------------------------------------------------------------------- streaming
 
 
-_END = object()
-
-
-class _StreamSession:
-    """One ``ModelStreamInfer`` call: one execution fed by every request of the stream.
-
-    The request iterator is read on its own thread; the first request selects the graph and
-    starts the execution (admission included), later ones feed it.
-    """
-
-    def __init__(
-        self, plane: DataPlane, started: queue.Queue[Any], headers: Any = None
-    ) -> None:
-        self.plane = plane
-        self.started = started
-        self.headers = headers
-        self.execution: Execution | None = None
-        self.model_name = ""
-        self.current_id = ""
-        self.last_ts = ts_mod.UNSTARTED
-        self.client_gone = False
-
-    def read(self, requests: Iterator[InferRequest]) -> None:
-        try:
-            for request in requests:
-                if self.client_gone:
-                    return
-                self._submit(request)
-        except Exception as exc:
-            if self.execution is None:
-                self.started.put(StreamFailure(exc, started=False))
-            else:
-                self.execution.fail(exc)
-            return
-        if self.execution is None:
-            self.started.put(_END)
-        elif self.execution.run is not None:
-            self.execution.run.close()
-
-    def _submit(self, request: InferRequest) -> None:
-        if self.execution is None:
-            definition = self.plane.servable(request.model_name)
-            packets = _input_packets(definition, request, require_all=False)
-            execution = self.plane.execution(definition, headers=self.headers)
-            self.model_name = request.model_name
-            self.current_id = request.id
-            stamp = self._stamp(request)
-
-            def feed(run: Any) -> None:
-                for name, payload in packets:
-                    run.add(name, payload, stamp)
-
-            try:
-                self.plane.call(execution.start(feed, _side_packets(request.parameters)))
-            except BaseException:
-                self.plane.loop.call_soon_threadsafe(execution.finish)
-                raise
-            self.execution = execution
-            if self.client_gone:
-                execution.cancel()
-            self.started.put(execution)
-            return
-        execution = self.execution
-        if request.model_name != self.model_name or request.model_version not in ("", "0", "1"):
-            raise RequestError(
-                "Every request of a stream must name the model of its first request"
-            )
-        extra = [k for k in request.parameters if k not in (TIMESTAMP_PARAM, "uri")]
-        if extra:
-            raise RequestError("Side packets can only be set in the first request of a stream")
-        packets = _input_packets(execution.definition, request, require_all=False)
-        self.current_id = request.id
-        stamp = self._stamp(request)
-        run = execution.run
-        assert run is not None
-        for name, payload in packets:
-            run.add(name, payload, stamp)
-        execution.touch()
-
-    def _stamp(self, request: InferRequest) -> int:
-        stamp = _timestamp(request.parameters)
-        if stamp is None:
-            stamp = max(_now_us(), self.last_ts + 1)
-        self.last_ts = stamp
-        return stamp
-
-    def cancel(self) -> None:
-        """The client went away (or the frontend stopped reading)."""
-        self.client_gone = True
-        if self.execution is not None:
-            self.execution.cancel()
-        self.started.put(_END)
-
-    def response(self, stream: str, packet: Packet) -> InferResponse | Any:
-        execution = self.execution
-        assert execution is not None and execution.run is not None
-        if execution.run.output_tags.get(stream, "").startswith("RESPONSE"):
-            return packet.payload
-        return InferResponse(
-            model_name=self.model_name, outputs=[_output_tensor(stream, packet.payload)],
-            id=self.current_id, parameters={TIMESTAMP_PARAM: packet.timestamp},
-        )
+def _stream_packets(definition: GraphDefinition, request: InferRequest) -> list[tuple[str, Any]]:
+    return _input_packets(definition, request, require_all=False)
 
 
 def stream_infer(
     plane: DataPlane,
-    requests: Iterator[InferRequest],
+    requests: Iterator[InferRequest | BadStreamRequest],
     *,
     register_cancel: Callable[[Callable[[], None]], Any] | None = None,
     headers: Any = None,
-) -> Iterator[InferResponse | Any | StreamFailure]:
-    """Serve one request stream (blocking; for thread-pool frontends such as gRPC).
+    idle_timeout: float | None = None,
+) -> Iterator[InferResponse | Any | RequestFailure | StreamFailure]:
+    """Serve one ``ModelStreamInfer`` stream (see :mod:`ovgraph.serving.kserve_stream`).
 
     ``requests`` is read on its own thread (it may block, e.g. on a gRPC stream). The first
-    request selects the graph, passes admission and may set side packets. A response is
-    yielded per output packet as soon as it exists. The iteration ends when the client closes
-    its side and the run is done, or with a ``StreamFailure`` (the last item). ``headers``
-    (the call's metadata) may carry a trace parent.
+    request selects the graph, passes admission and may set side packets; every response is
+    labelled with the id of the request it answers; ``RequestFailure`` answers one request and
+    the stream goes on; a ``StreamFailure`` is the last item. ``headers`` (the call's metadata)
+    may carry a trace parent.
     """
-    started: queue.Queue[Any] = queue.Queue()
-    session = _StreamSession(plane, started, headers)
-    if register_cancel is not None:
-        register_cancel(session.cancel)
-    reader = threading.Thread(
-        target=session.read, args=(requests,), name="ovgraph-kserve-stream", daemon=True
+    return kserve_stream.stream_infer(
+        plane, requests, input_packets=_stream_packets, side_packets=_side_packets,
+        timestamp=_timestamp, register_cancel=register_cancel, headers=headers,
+        idle_timeout=idle_timeout,
     )
-    reader.start()
-    execution: Execution | None = None
-    try:
-        first = started.get()
-        if first is _END:
-            return
-        if isinstance(first, StreamFailure):
-            yield first
-            return
-        execution = first
-        while True:
-            try:
-                item = plane.call(execution.next())
-                if item is None:
-                    return
-                response = session.response(*item)
-            except Exception as exc:
-                if not session.client_gone:
-                    yield StreamFailure(exc, started=True)
-                return
-            yield response
-    finally:
-        session.cancel()
-        if execution is not None:
-            plane.loop.call_soon_threadsafe(execution.finish)

@@ -101,12 +101,21 @@ class StreamFailure:
 # ---------------------------------------------------------------------------- tensor codecs
 
 
+# numpy's own limit (NPY_MAXDIMS); a deeper shape cannot become an array.
+MAX_DIMS = 32 if np.__version__.startswith("1.") else 64
+
+
 def _check_header(name: str, datatype: str, shape: Sequence[int]) -> int:
     """Validate datatype and shape; return the element count."""
     if datatype not in NUMPY_TYPES and datatype != "BYTES":
         raise InvalidParameterError(
             f'Invalid datatype "{datatype}" of input "{name}"; expected one of '
             f"{', '.join(DATATYPES)}", param=name,
+        )
+    if len(shape) > MAX_DIMS:
+        raise InvalidParameterError(
+            f'Invalid shape of input "{name}": {len(shape)} dimensions, at most {MAX_DIMS} '
+            "are supported", param=name,
         )
     for dim in shape:
         if dim < 0:

@@ -12,11 +12,13 @@ from ovgraph.serving import kserve_types as kserve
 from ovgraph.serving.kserve_types import InferRequest, InferResponse, Tensor
 
 __all__ = [
+    "Undecodable",
     "metadata_to_grpc",
     "parameters_from_grpc",
     "request_from_grpc",
     "response_to_grpc",
     "tensor_raw_bytes",
+    "tolerant_parser",
 ]
 
 # Typed ``InferTensorContents`` field of each datatype (FP16 travels only as raw bytes).
@@ -145,3 +147,32 @@ def metadata_to_grpc(metadata: dict[str, Any]) -> Any:
                 name=item["name"], datatype=item["datatype"], shape=item["shape"]
             )
     return message
+
+
+class Undecodable:
+    """A message gRPC received that protobuf cannot parse (e.g. a string that is not UTF-8)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.id = ""
+        self.model_name = ""
+
+    @property
+    def error(self) -> RequestError:
+        """The error answered for it (``INVALID_ARGUMENT``)."""
+        return RequestError(
+            f"The {self.kind} message cannot be parsed (strings must be valid UTF-8)"
+        )
+
+
+def tolerant_parser(message_class: Any) -> Any:
+    """``message_class.FromString`` that returns :class:`Undecodable` instead of raising."""
+    from google.protobuf.message import DecodeError
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return Undecodable(message_class.DESCRIPTOR.name)
+
+    return parse

@@ -7,6 +7,7 @@ Handlers get the repository and their route's error shape through route kwargs
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -26,10 +27,12 @@ from ovgraph.frontends.errors import OPENAI, describe, http_error, openai_error_
 from ovgraph.frontends.rest.protection import DISCARD_BYTES, ServerState
 from ovgraph.serving.dataplane import Execution
 from ovgraph.serving.http import HttpStream, http_outputs, serve_http
+from ovgraph.serving.json_body import parse_json, trim_heap
 from ovgraph.serving.payload import HttpPayload
 from ovgraph.serving.repository import ModelRepository
 
 __all__ = [
+    "BodyHandler",
     "ConfigHandler",
     "ConfigReloadHandler",
     "GraphHandler",
@@ -42,22 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("ovgraph.access")
-
-MAX_JSON_DEPTH = 100
-
-
-def _json_depth_ok(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
-
 
 def cors_headers(settings: dict[str, Any]) -> dict[str, str]:
     """CORS headers as OVMS sends them (``--allowed_origins`` and friends)."""
@@ -101,6 +88,15 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(204)
         self.finish()
 
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler implements (for ``Allow``)."""
+        base = tornado.web.RequestHandler
+        return [
+            m for m in cls.SUPPORTED_METHODS
+            if getattr(cls, m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
+
     def write_json(self, value: Any, status: int = 200) -> None:
         """Answer with a JSON document."""
         self.set_status(status)
@@ -119,21 +115,21 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors Tornado raises itself (bad method, body too large…) in the same shape."""
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.finish(http_error(status_code, self._reason or "Error", self.errors))
 
 
 @tornado.web.stream_request_body
-class GraphHandler(BaseHandler):
-    """``POST /v3/...``: hand the body and URI to the graph the JSON ``model`` field names.
+class BodyHandler(BaseHandler):
+    """A handler whose request body is received in pieces, counted and bounded.
 
-    The body is received in pieces and counted, so an oversized body (with ``Content-Length``
-    or chunked) is answered with 413 instead of a dropped connection. The data plane then
-    applies the serving policy (admission, deadline, cancellation when the client goes away)
-    and the answer is framed by what the graph returns: one body, or a stream of chunks.
+    An oversized body (with ``Content-Length`` or chunked) is answered with 413 in the route's
+    error shape instead of a dropped connection: a declared size far above the limit (or with
+    ``Expect: 100-continue``) at once, a body up to ``DISCARD_BYTES`` over it after reading it
+    (so the client is listening), a chunked body beyond that as soon as it gets there (then
+    the connection closes). :meth:`body_json` parses the body off the IO loop.
     """
-
-    execution: Execution | None = None
-    payload: HttpPayload | None = None
 
     def prepare(self) -> None:
         """Check the declared body size before reading the body."""
@@ -146,7 +142,7 @@ class GraphHandler(BaseHandler):
         declared = self.request.headers.get("Content-Length")
         if declared is None:
             if hasattr(connection, "set_max_body_size"):
-                connection.set_max_body_size(limit + DISCARD_BYTES)
+                connection.set_max_body_size(2**62)  # counted here; see data_received
             return
         if not declared.strip().isdigit():
             self.write_exception(RequestError("Invalid Content-Length header"))
@@ -164,10 +160,12 @@ class GraphHandler(BaseHandler):
             connection.set_max_body_size(size)
 
     def data_received(self, chunk: bytes) -> None:
-        """Keep body pieces up to the limit; past it, drop them."""
-        if self._too_large:
-            return
+        """Keep body pieces up to the limit; past it, drop them (and answer far past it)."""
         self._size += len(chunk)
+        if self._too_large:
+            if self._size > self.state.max_body_bytes + DISCARD_BYTES and not self._finished:
+                self.write_exception(self._too_large_error())  # the connection closes
+            return
         if self._size > self.state.max_body_bytes:
             self._too_large = True
             self._chunks = []
@@ -179,6 +177,45 @@ class GraphHandler(BaseHandler):
             f"Request body exceeds the limit of {self.state.max_body_bytes} bytes"
         )
 
+    def on_finish(self) -> None:
+        """After a big body, give the freed memory back (off the loop)."""
+        if getattr(self, "_size", 0) > self.state.json_parser.threshold:
+            asyncio.get_running_loop().run_in_executor(None, trim_heap)
+
+    def body_bytes(self) -> bytes:
+        """The body received (call once)."""
+        body = b"".join(self._chunks)
+        self._chunks = []
+        return body
+
+    async def body_json(self) -> tuple[Any, bytes]:
+        """The parsed body and its bytes; a big body is joined and parsed off the IO loop.
+
+        Raises:
+            RequestError: not JSON, too deep, or invalid text (naming its path).
+        """
+        chunks, self._chunks = self._chunks, []
+        parser = self.state.json_parser
+        if self._size <= parser.threshold:
+            body = b"".join(chunks)
+            return parse_json(body), body
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(None, b"".join, chunks)
+        del chunks
+        return await loop.run_in_executor(None, parser.parse, body), body
+
+
+class GraphHandler(BodyHandler):
+    """``POST /v3/...``: hand the body and URI to the graph the JSON ``model`` field names.
+
+    The body is bounded and parsed as :class:`BodyHandler` does. The data plane then applies
+    the serving policy (admission, deadline, cancellation when the client goes away) and the
+    answer is framed by what the graph returns: one body, or a stream of chunks.
+    """
+
+    execution: Execution | None = None
+    payload: HttpPayload | None = None
+
     async def post(self, *args: Any) -> None:
         """Run the graph named by the request."""
         if self._too_large:
@@ -186,7 +223,7 @@ class GraphHandler(BaseHandler):
             return
         plane = self.state.plane
         try:
-            payload, model = self._decode()
+            payload, model = await self._decode()
             definition = plane.servable(model)
         except OvGraphError as exc:
             self.write_exception(exc)
@@ -212,20 +249,11 @@ class GraphHandler(BaseHandler):
             self.set_header("Content-Type", answer.content_type)
             self.finish(answer.body)
 
-    def _decode(self) -> tuple[HttpPayload, str]:
+    async def _decode(self) -> tuple[HttpPayload, str]:
         """The payload for the graph and the model it names (OVMS's ``/v3`` routing rules)."""
-        body = b"".join(self._chunks)
-        self._chunks = []
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            if isinstance(exc, RecursionError):
-                raise RequestError("JSON body exceeds maximum nesting depth") from None
-            raise RequestError("Cannot parse JSON body") from None
+        parsed, body = await self.body_json()
         if not isinstance(parsed, dict):
             raise RequestError("JSON body must be an object")
-        if not _json_depth_ok(parsed):
-            raise RequestError("JSON body exceeds maximum nesting depth")
         model = parsed.get("model")
         if not isinstance(model, str):
             raise RequestError(
@@ -275,11 +303,13 @@ class ModelsHandler(BaseHandler):
     """``GET /v3/models`` and ``/v3/models/{name}`` (OpenAI model objects)."""
 
     def get(self, name: str | None = None) -> None:
-        """List the servables, or show one."""
-        created = int(time.time())
+        """List the servables, or show one (``created``: when the server first listed it)."""
+        now = int(time.time())
+        created = self.state.created
 
         def model(n: str) -> dict[str, Any]:
-            return {"id": n, "object": "model", "created": created, "owned_by": "OVMS"}
+            stamp = created.setdefault(n, now)
+            return {"id": n, "object": "model", "created": stamp, "owned_by": "OVMS"}
 
         if name:
             try:

@@ -9,14 +9,15 @@ Errors use KServe's shape, ``{"error": "<message>"}``.
 
 from __future__ import annotations
 
-import json
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 from ovgraph.errors import InvalidParameterError, OvGraphError, RequestError
-from ovgraph.frontends.rest.handlers import BaseHandler
+from ovgraph.frontends.rest.handlers import BaseHandler, BodyHandler
 from ovgraph.serving import kserve
 from ovgraph.serving.dataplane import Execution
+from ovgraph.serving.json_body import parse_json
 from ovgraph.serving.kserve import InferRequest, InferResponse, Tensor
 
 __all__ = [
@@ -70,12 +71,9 @@ def _tensor_from_json(item: Any) -> Tensor:
     return kserve.tensor_from_values(name, datatype, shape, list(_flatten(data)), parameters)
 
 
-def request_from_json(name: str, version: str, body: bytes) -> InferRequest:
-    """Decode a KServe JSON inference request body."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise RequestError("Cannot parse JSON body") from exc
+def request_from_json(name: str, version: str, body: bytes | dict[str, Any]) -> InferRequest:
+    """Decode a KServe JSON inference request body (bytes, or already parsed)."""
+    parsed = parse_json(body) if isinstance(body, bytes) else body
     if not isinstance(parsed, dict):
         raise RequestError("JSON body must be an object")
     inputs = parsed.get("inputs")
@@ -148,26 +146,36 @@ class ModelMetadataHandler(BaseHandler):
         self.write_json(meta)
 
 
-class InferHandler(BaseHandler):
-    """``POST /v2/models/{name}[/versions/{v}]/infer``: one request through a new graph run."""
+class InferHandler(BodyHandler):
+    """``POST /v2/models/{name}[/versions/{v}]/infer``: one request through a new graph run.
+
+    The body is bounded by ``--max_body_size`` (413) and parsed off the IO loop.
+    """
 
     execution: Execution | None = None
 
     async def post(self, name: str, version: str | None = None) -> None:
         """Decode, run through the data plane, encode."""
+        if self._too_large:
+            self.write_exception(self._too_large_error())
+            return
         plane = self.state.plane
         try:
             if "Inference-Header-Content-Length" in self.request.headers:
                 raise RequestError(BINARY_EXTENSION_REFUSED)
             definition = plane.servable(name)
-            request = request_from_json(name, version or "", self.request.body)
+            parsed, _ = await self.body_json()
+            request = request_from_json(name, version or "", parsed)
+            packets = await asyncio.get_running_loop().run_in_executor(
+                None, kserve.input_packets, definition, request
+            )
         except OvGraphError as exc:
             self.write_exception(exc)
             return
         async with plane.execution(definition, headers=self.request.headers) as execution:
             self.execution = execution
             try:
-                response = await kserve.infer(execution, request)
+                response = await kserve.infer(execution, request, packets)
                 body = response_to_json(response)
             except Exception as exc:
                 if not self._finished:

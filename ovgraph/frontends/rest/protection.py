@@ -8,6 +8,7 @@ counts every answered request in :mod:`ovgraph.metrics` under its route's label.
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import tornado.httputil
@@ -16,14 +17,26 @@ import tornado.web
 from ovgraph import metrics
 from ovgraph.errors import OvGraphError, ServableNotReadyError, UnauthorizedError
 from ovgraph.frontends.auth import UNAUTHORIZED_MESSAGE, authorized
-from ovgraph.frontends.errors import to_http
+from ovgraph.frontends.errors import OPENAI, http_error, to_http
 from ovgraph.frontends.rest.routes import READ_ONLY, RouteTable
 from ovgraph.serving.dataplane import SHUTTING_DOWN, DataPlane
+from ovgraph.serving.json_body import JsonParser
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DISCARD_BYTES", "ProtectedApplication", "ServerState"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DISCARD_BYTES",
+    "MAX_HEADER_BYTES",
+    "TORNADO_MAX_HEADER_BYTES",
+    "ProtectedApplication",
+    "ServerState",
+]
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DISCARD_BYTES = 16 * 1024 * 1024
+# Request line plus headers above MAX_HEADER_BYTES get 431 in the JSON error shape; Tornado
+# itself reads up to TORNADO_MAX_HEADER_BYTES (beyond that it closes the connection unanswered).
+MAX_HEADER_BYTES = 64 * 1024
+TORNADO_MAX_HEADER_BYTES = 1024 * 1024
 
 
 class ServerState:
@@ -33,6 +46,8 @@ class ServerState:
         plane: the data plane (admission, deadline, drain); a default one when omitted.
         api_key: the key requests must carry (None: no key).
         max_body_bytes: largest accepted request body.
+
+    ``json_parser`` parses big bodies in a helper process (:mod:`ovgraph.serving.json_body`).
     """
 
     def __init__(
@@ -45,6 +60,8 @@ class ServerState:
         self.plane = plane if plane is not None else DataPlane()
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.json_parser = JsonParser()
+        self.created: dict[str, int] = {}  # /v3/models "created": first time a model is listed
 
     def __repr__(self) -> str:  # never show the key
         return f"ServerState({self.plane!r})"
@@ -76,6 +93,28 @@ class _RefuseHandler(tornado.web.RequestHandler):
         self.finish(body)
 
 
+class _StatusHandler(tornado.web.RequestHandler):
+    """Answers any method with ``status`` and the JSON error shape (no route applies)."""
+
+    def initialize(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+    def prepare(self) -> None:
+        self.set_status(self.status)
+        self.set_header("Content-Type", "application/json")
+        if self.status == 431:
+            self.set_header("Connection", "close")
+        self.finish(http_error(self.status, self.message, OPENAI))
+
+
+def _header_bytes(request: tornado.httputil.HTTPServerRequest) -> int:
+    size = len(request.uri or "")
+    for name, value in request.headers.get_all():
+        size += len(name) + len(value) + 4
+    return size
+
+
 class ProtectedApplication(tornado.web.Application):
     """``tornado.web.Application`` over a ``RouteTable`` that applies auth and drain first."""
 
@@ -93,6 +132,22 @@ class ProtectedApplication(tornado.web.Application):
     ) -> tornado.web._HandlerDelegate:
         """Refuse guarded requests without the key, and model requests while draining."""
         path = request.path or ""
+        if not path.startswith("/"):
+            split = urllib.parse.urlsplit(request.uri or "")
+            if split.scheme in ("http", "https") and split.path.startswith("/"):
+                # absolute-form (RFC 9112 §3.2.2): serve it as its origin-form path
+                request.path = split.path
+                request.uri = split.path + (f"?{split.query}" if split.query else "")
+                path = split.path
+            else:  # "*" (OPTIONS *) or garbage: no resource here
+                return self.get_handler_delegate(
+                    request, _StatusHandler, {"status": 404, "message": "Invalid request URL"}
+                )
+        if _header_bytes(request) > MAX_HEADER_BYTES:
+            return self.get_handler_delegate(
+                request, _StatusHandler,
+                {"status": 431, "message": f"Request headers exceed {MAX_HEADER_BYTES} bytes"},
+            )
         route = self.table.route(path)
         if request.method != "OPTIONS" and route is not None:
             refusal: OvGraphError | None = None
