@@ -33,11 +33,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["APP_NAME", "LocalCluster", "can_isolate"]
+__all__ = ["APP_NAME", "GRPC_PORT", "HTTP_PORT", "LocalCluster", "can_isolate", "deploy",
+           "start_serve_cluster"]
 
 APP_NAME = "ovgraph"
-_HTTP_PORT = 8000
-_GRPC_PORT = 9000
+HTTP_PORT = 8000
+GRPC_PORT = 9000
 
 
 def can_isolate() -> bool:
@@ -215,7 +216,8 @@ def _serve_run_file(address: str, path: str) -> float:
     return time.monotonic() - started
 
 
-def _deploy(serve: Any, app_args: Mapping[str, Any]) -> float:
+def deploy(serve: Any, app_args: Mapping[str, Any]) -> float:
+    """(Re)deploy the application ``APP_NAME`` with ``build_app(app_args)``; seconds it took."""
     from ovgraph.ray_serve import build_app
 
     started = time.monotonic()
@@ -228,10 +230,14 @@ def _answer(out: TextIO, value: Mapping[str, Any]) -> None:
     out.flush()
 
 
-def _inside(spec: dict[str, Any]) -> int:
-    out = sys.stdout
-    sys.stdout = sys.stderr  # Ray prints; the command channel stays clean
-    started = time.monotonic()
+def start_serve_cluster(nodes: int, cpus: float) -> Any:
+    """Inside a fresh network namespace: a Ray cluster of ``nodes`` simulated nodes with Serve.
+
+    Brings the loopback interface up, starts the head (dashboard off) and the other nodes on
+    127.0.0.1, connects this process as the driver and starts Serve with its HTTP proxy on
+    127.0.0.1:8000 and its gRPC proxy (KServe) on 127.0.0.1:9000, both on the head node only.
+    Returns the ``ray.cluster_utils.Cluster``. Never call it outside a namespace of its own.
+    """
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray-"))
     os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
@@ -242,26 +248,35 @@ def _inside(spec: dict[str, Any]) -> int:
 
     from ovgraph.ray_serve.deployment import GRPC_SERVICER_FUNCTION
 
-    node = {"num_cpus": spec["cpus"], "include_dashboard": False,
-            "node_ip_address": "127.0.0.1"}
+    node = {"num_cpus": cpus, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
     cluster = Cluster(initialize_head=True, head_node_args=dict(node))
-    for _ in range(int(spec["nodes"]) - 1):
-        cluster.add_node(num_cpus=spec["cpus"], node_ip_address="127.0.0.1")
+    for _ in range(int(nodes) - 1):
+        cluster.add_node(num_cpus=cpus, node_ip_address="127.0.0.1")
     ray.init(address=cluster.address, logging_level="WARNING")
     serve.start(
         proxy_location="HeadOnly",
-        http_options={"host": "127.0.0.1", "port": _HTTP_PORT},
-        grpc_options={"port": _GRPC_PORT, "grpc_servicer_functions": [GRPC_SERVICER_FUNCTION]},
+        http_options={"host": "127.0.0.1", "port": HTTP_PORT},
+        grpc_options={"port": GRPC_PORT, "grpc_servicer_functions": [GRPC_SERVICER_FUNCTION]},
     )
+    return cluster
+
+
+def _inside(spec: dict[str, Any]) -> int:
+    out = sys.stdout
+    sys.stdout = sys.stderr  # Ray prints; the command channel stays clean
+    started = time.monotonic()
+    from ray import serve
+
+    cluster = start_serve_cluster(int(spec["nodes"]), spec["cpus"])
     try:
-        _deploy(serve, spec["app_args"])
+        deploy(serve, spec["app_args"])
     except Exception as exc:
         _answer(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
-    _relay(loop, spec["fds"][0], _HTTP_PORT)
-    _relay(loop, spec["fds"][1], _GRPC_PORT)
+    _relay(loop, spec["fds"][0], HTTP_PORT)
+    _relay(loop, spec["fds"][1], GRPC_PORT)
     _answer(out, {"ok": True, "seconds": time.monotonic() - started})
     for line in sys.stdin:
         request = json.loads(line)
@@ -278,7 +293,7 @@ def _inside(spec: dict[str, Any]) -> int:
                 os.kill(pid, 9)
                 answer = {"ok": True}
             elif op == "deploy":
-                answer = {"ok": True, "seconds": _deploy(serve, request["app_args"])}
+                answer = {"ok": True, "seconds": deploy(serve, request["app_args"])}
             elif op == "serve_run":
                 answer = {"ok": True, "seconds": _serve_run_file(cluster.address,
                                                                  request["path"])}
