@@ -193,6 +193,26 @@ def _replica_pids() -> list[int]:
     return sorted(found)
 
 
+def _memory() -> dict[str, float]:
+    """Resident memory (MiB) of this namespace's processes, summed by process title."""
+    found: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == "1":
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            rss = next(line for line in (entry / "status").read_text().splitlines()
+                       if line.startswith("VmRSS:"))
+            key = argv[0].split(" ")[0]
+            if not key.startswith("ray::"):
+                key = key.rsplit("/", 1)[-1]
+                if key.startswith("python") and len(argv) > 1:  # name the script or module
+                    script = argv[2] if argv[1] == "-m" and len(argv) > 2 else argv[1]
+                    key = f"python {script.rsplit('/', 1)[-1]}"
+            found[key] = found.get(key, 0.0) + int(rss.split()[1]) / 1024
+    return {k: round(v, 1) for k, v in sorted(found.items())}
+
+
 def _status(serve: Any) -> dict[str, Any]:
     """Every application's status and replica states (``replicas``: those of ``APP_NAME``)."""
     apps = {}
@@ -284,6 +304,8 @@ def _inside(spec: dict[str, Any]) -> int:
         try:
             if op == "status":
                 answer = _status(serve)
+            elif op == "memory":
+                answer = {"ok": True, "rss_mib": _memory()}
             elif op == "replica_pids":
                 answer = {"ok": True, "pids": _replica_pids()}
             elif op == "kill":

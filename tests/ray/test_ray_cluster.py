@@ -165,6 +165,7 @@ def test_both_replicas_serve(cluster: LocalCluster) -> None:
         assert status == 200
         seen[headers[REPLICA_HEADER]] += 1
     assert len(seen) == 2, seen
+    print(f"resident memory by process (MiB): {cluster.command('memory')['rss_mib']}")
 
 
 def test_rest_errors_and_probes_are_ovgraphs(cluster: LocalCluster) -> None:
