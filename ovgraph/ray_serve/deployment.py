@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -141,11 +143,15 @@ def serve_config(serve_args: list[str]) -> ServeConfig:
         ValueError: a flag is unknown or its value does not parse.
     """
     parser = _serve_parser()
-    parser.exit_on_error = False
+    messages = io.StringIO()
     try:
-        args = parser.parse_args(serve_args)
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise ValueError(f"Bad ovgraph serve arguments {serve_args}: {exc}") from None
+        with contextlib.redirect_stderr(messages):
+            args, unknown = parser.parse_known_args(serve_args)
+    except SystemExit:
+        problem = messages.getvalue().strip().splitlines()[-1:] or ["cannot parse"]
+        raise ValueError(f"Bad ovgraph serve arguments: {problem[0]}") from None
+    if unknown:
+        raise ValueError(f"Unknown ovgraph serve arguments: {' '.join(unknown)}")
     return ServeConfig.from_args(args)
 
 
