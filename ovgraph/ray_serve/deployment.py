@@ -3,10 +3,9 @@
 Each replica is one :class:`~ovgraph.ray_serve.replica.ReplicaServer`: the REST routes of
 ``ovgraph serve`` through Ray's HTTP proxy (:mod:`ovgraph.ray_serve.asgi`), and KServe's gRPC
 calls through Ray's gRPC proxy (``ServerLive``, ``ServerReady``, ``ModelReady``,
-``ServerMetadata``, ``ModelMetadata``, ``ModelInfer``; Ray's proxy picks the application by
-the metadata key ``application``). ``ModelStreamInfer`` is not offered through Ray: its
-bidirectional-stream support (``gRPCInputStream``) is beta in Ray 2.60; use ``ovgraph serve
---port`` for streams.
+``ServerMetadata``, ``ModelMetadata``, ``ModelInfer`` and ``ModelStreamInfer``, the last on
+Ray's bidirectional streams, beta in Ray 2.60; Ray's proxy picks the application by the
+metadata key ``application``).
 
 **Who queues.** Ray's router owns waiting: it sends a replica at most ``max_ongoing_requests``
 requests and holds the rest in one bounded queue per application (``max_queued_requests``,
@@ -32,7 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import io
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ray import serve
@@ -123,6 +122,11 @@ class OvgraphReplica:
     async def ModelInfer(self, request: Any, grpc_context: Any) -> Any:
         """KServe ``ModelInfer`` through the data plane."""
         return await self.server.grpc.call("ModelInfer", request, grpc_context)
+
+    async def ModelStreamInfer(self, requests: Any, grpc_context: Any) -> AsyncIterator[Any]:
+        """KServe ``ModelStreamInfer`` (bidirectional; Ray's ``gRPCInputStream`` is beta)."""
+        async for response in self.server.grpc.stream(requests, grpc_context):
+            yield response
 
 
 def _serve_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,13 @@ class _Aborted(Exception):
     """A gRPC call ended with a status (set on Ray's context before raising)."""
 
 
+class _Raised:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class _ContextAdapter:
     """The slice of ``grpc.ServicerContext`` ovgraph's servicer uses, over Ray's context."""
 
@@ -154,24 +163,73 @@ class GrpcCalls:
         self.servicer = InferenceServicer(plane)
         self.api_key = api_key
 
+    def _authorize(self, method: str, context: _ContextAdapter) -> None:
+        import grpc
+
+        from ovgraph.frontends.auth import UNAUTHORIZED_MESSAGE
+
+        if method not in GUARDED_METHODS:
+            return
+        header = None
+        for name, value in context.invocation_metadata():
+            if name.lower() == "authorization":
+                header = value
+        if not authorized(self.api_key, header):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHORIZED_MESSAGE)
+
+    async def stream(self, requests: AsyncIterator[Any], ray_context: Any) -> AsyncIterator[Any]:
+        """``ModelStreamInfer``: the servicer's stream on a worker thread, fed from Ray's.
+
+        Raises:
+            Exception: the call failed before its first response (status on ``ray_context``).
+        """
+        context = _ContextAdapter(ray_context)
+        self._authorize("ModelStreamInfer", context)
+        loop = asyncio.get_running_loop()
+        inbox: queue.Queue[Any] = queue.Queue()
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        end = object()
+
+        def incoming() -> Iterator[Any]:
+            while (item := inbox.get()) is not end:
+                yield item
+
+        def run() -> None:
+            try:
+                for response in self.servicer.ModelStreamInfer(incoming(), context):
+                    loop.call_soon_threadsafe(outbox.put_nowait, response)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(outbox.put_nowait, _Raised(exc))
+            loop.call_soon_threadsafe(outbox.put_nowait, end)
+
+        async def feed() -> None:
+            try:
+                async for request in requests:
+                    inbox.put(request)
+            finally:
+                inbox.put(end)
+
+        feeder = asyncio.ensure_future(feed())
+        threading.Thread(target=run, name="ovgraph-ray-stream", daemon=True).start()
+        try:
+            while (item := await outbox.get()) is not end:
+                if isinstance(item, _Raised):
+                    raise item.error
+                yield item
+        finally:
+            feeder.cancel()
+            inbox.put(end)
+            for callback in context.callbacks:  # the client left or the stream ended: stop
+                callback()
+
     async def call(self, method: str, request: Any, ray_context: Any) -> Any:
         """Run ``method`` of the servicer; errors leave their gRPC status on ``ray_context``.
 
         Raises:
             Exception: the call failed (Ray answers with the status set on ``ray_context``).
         """
-        import grpc
-
         context = _ContextAdapter(ray_context)
-        if method in GUARDED_METHODS:
-            header = None
-            for name, value in context.invocation_metadata():
-                if name.lower() == "authorization":
-                    header = value
-            if not authorized(self.api_key, header):
-                from ovgraph.frontends.auth import UNAUTHORIZED_MESSAGE
-
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHORIZED_MESSAGE)
+        self._authorize(method, context)
         handler = getattr(self.servicer, method)
         try:
             # The servicer blocks on the data plane's loop, which is this one: run it aside.

@@ -212,6 +212,31 @@ def test_grpc_kserve_through_rays_proxy(cluster: LocalCluster) -> None:
         client.close()
 
 
+def test_grpc_stream_through_rays_proxy(cluster: LocalCluster) -> None:
+    """``ModelStreamInfer`` over Ray's (beta) bidirectional gRPC streams."""
+    import queue
+
+    import tritonclient.grpc as tg
+
+    results: queue.Queue[Any] = queue.Queue()
+    client = tg.InferenceServerClient(cluster.grpc_target)
+    try:
+        client.start_stream(callback=lambda result, error: results.put((result, error)),
+                            headers={"application": "ovgraph"})
+        for i in range(3):
+            x = np.array([i, i + 1], dtype=np.int32)
+            tensor = tg.InferInput("in", [2], "INT32")
+            tensor.set_data_from_numpy(x)
+            client.async_stream_infer("passthrough", [tensor], request_id=f"r{i}")
+        got = [results.get(timeout=60) for _ in range(3)]
+        client.stop_stream()
+    finally:
+        client.close()
+    for i, (result, error) in enumerate(got):
+        assert error is None, error
+        np.testing.assert_array_equal(result.as_numpy("out"), [i, i + 1])
+
+
 def test_kill_a_replica_under_load(cluster: LocalCluster) -> None:
     before = cluster.command("replica_pids")["pids"]
     assert len(before) == 2
