@@ -71,6 +71,10 @@ class ReplicaServer:
     Args:
         config: the server configuration (ports and the watcher are ignored).
         loop: the replica's event loop, where the data plane's policy runs.
+
+    Raises:
+        GraphConfigError: the configuration is unusable or a graph failed to load (unlike
+            ``ovgraph serve``, which keeps serving the others: a replica serves all or none).
     """
 
     def __init__(
@@ -85,6 +89,9 @@ class ReplicaServer:
         self.config = config
         self.api_key = load_api_key(config.api_key_file or None)
         self.repository = build_replica_repository(config)
+        problem = self.problem()
+        if problem:  # Ray reports it and stops retrying, rather than restart it for ever
+            raise GraphConfigError(problem)
         self.plane = DataPlane(
             self.repository,
             max_queued=config.max_queued_requests,

@@ -245,3 +245,12 @@ def test_one_model_of_a_repository(tmp_path: Path) -> None:
                 getattr(resource, "stop", lambda: None)()
     with pytest.raises(GraphConfigError, match='"c" is not in'):
         build_replica_repository(ServeConfig(config_path=str(config), model_name="c"))
+
+
+def test_a_graph_that_fails_to_load_fails_the_replica(tmp_path: Path) -> None:
+    """Ray then reports the error and stops retrying, instead of restarting the replica."""
+    from ovgraph.errors import GraphConfigError
+
+    (tmp_path / "graph.pbtxt").write_text('node { calculator: "NoSuchCalculator" }\n')
+    with pytest.raises(GraphConfigError, match="NoSuchCalculator"):
+        ReplicaServer(ServeConfig(model_path=str(tmp_path), model_name="broken"))
