@@ -47,8 +47,10 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -366,13 +368,23 @@ def zero_vision_residuals(model: Any) -> None:
             block.mlp.fc2.weight.zero_()
 
 
+_STOP = threading.Event()
+WIND_DOWN = 60  # steps of linear learning-rate decay after SIGUSR1 in stage 2
+
+
+def _on_sigusr1(_signum: int, _frame: Any) -> None:
+    _STOP.set()
+
+
 def train(model: Any, batcher: Batcher, cfg: TrainConfig) -> dict[str, Any]:
     """Train ``model`` in place in two stages; print the loss and held-out accuracy curve.
 
     Stage 1 trains the vision tower and merger alone through the auxiliary shape/colour
     classifier (pooled mean and max of the merged image tokens). Stage 2 trains the whole model
-    on the answer tokens, keeping the auxiliary loss.
+    on the answer tokens, keeping the auxiliary loss. SIGUSR1 ends stage 1 at the next step, or
+    stage 2 after a short linear decay of the learning rate (the log says where).
     """
+    signal.signal(signal.SIGUSR1, _on_sigusr1)
     import torch
     import torch.nn.functional as F
 
@@ -437,6 +449,10 @@ def train(model: Any, batcher: Batcher, cfg: TrainConfig) -> dict[str, Any]:
     run_aux = run_acc = 0.0
     run_n = 0
     for step in range(cfg.vision_steps):
+        if _STOP.is_set():
+            _STOP.clear()
+            print(f"stage 1 stopped by SIGUSR1 after {step} steps", flush=True)
+            break
         batch = batcher.pictures([draw_picture(train_rng) for _ in range(cfg.batch_size)])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
@@ -494,26 +510,44 @@ def train(model: Any, batcher: Batcher, cfg: TrainConfig) -> dict[str, Any]:
     )
     run_loss = run_aux = run_acc = 0.0
     run_n = 0
+    wind_down: int | None = None  # first step of the early end's linear decay
     for step in range(cfg.steps):
-        batch = batcher.build(sample_items(train_rng, cfg.batch_size))
+        if _STOP.is_set() and wind_down is None:
+            wind_down = step
+            print(f"stage 2: SIGUSR1 at step {step}, decaying over {WIND_DOWN} steps", flush=True)
+        lr = lr_at(step)
+        if wind_down is not None:
+            if step - wind_down >= WIND_DOWN:
+                print(f"stage 2 ended early after {step} steps", flush=True)
+                break
+            lr = lr_at(wind_down) * (1 - (step - wind_down) / WIND_DOWN)
+        items = sample_items(train_rng, cfg.batch_size)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            image_grid_thw=batch["image_grid_thw"],
-            labels=batch["labels"],
-        )
-        aux, acc = aux_loss(batch)
-        loss = out.loss + cfg.aux_weight * aux
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # Prompts with tools are several times longer: two sub-batches waste no compute on
+        # padding; their gradients add up to the whole batch's (loss per answer token).
+        parts = [[i for i in items if not i.tools], [i for i in items if i.tools]]
+        batches = [batcher.build(part) for part in parts if part]
+        n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        for batch in batches:
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"],
+                image_grid_thw=batch["image_grid_thw"],
+                labels=batch["labels"],
+            )
+            aux, acc = aux_loss(batch)
+            share = len(batch["kinds"]) / len(items)
+            lm_share = int((batch["labels"][:, 1:] != -100).sum()) / n_tokens
+            loss = out.loss * lm_share + cfg.aux_weight * aux * share
+            loss.backward()
+            run_loss += out.loss.item() * lm_share
+            run_aux += aux.item() * share
+            run_acc += acc.item() * share
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        run_loss += out.loss.item()
-        run_aux += aux.item()
-        run_acc += acc.item()
         run_n += 1
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             accuracy = teacher_forced_accuracy(model, held_out)
@@ -528,7 +562,7 @@ def train(model: Any, batcher: Batcher, cfg: TrainConfig) -> dict[str, Any]:
                 }
             )
             print(
-                f"{step + 1:5d}  {elapsed:8.1f}  {lr_at(step):.2e}  {run_loss / run_n:.4f}   "
+                f"{step + 1:5d}  {elapsed:8.1f}  {lr:.2e}  {run_loss / run_n:.4f}   "
                 f"{run_aux / run_n:.4f}    {run_acc / run_n:.3f}          | "
                 + " / ".join(f"{accuracy[k]:.3f}" for k in (*QUESTIONS, *EVAL_KINDS))
                 + f"  (cpu {time.process_time():.0f} s)",
