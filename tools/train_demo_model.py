@@ -196,6 +196,7 @@ class TrainConfig:
     zero_blocks: bool = True
     stage1_target: float = 0.97
     seed: int = 0
+    data_seed: int = TRAIN_SEED
 
 
 def make_image_processor(min_pixels: int, max_pixels: int) -> Any:
@@ -426,7 +427,7 @@ def train(model: Any, batcher: Batcher, cfg: TrainConfig) -> dict[str, Any]:
         model.model.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
 
     held_out = _held_out_batches(batcher, cfg.held_out)
-    train_rng = random.Random(TRAIN_SEED)
+    train_rng = random.Random(cfg.data_seed)
     start_time = time.perf_counter()
     history: list[dict[str, Any]] = []
     model.train()
@@ -596,6 +597,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--held-out", type=int, default=TrainConfig.held_out,
         help="held-out items per question and per behaviour for the accuracy curve",
     )  # fmt: skip
+    parser.add_argument(
+        "--init", type=Path, metavar="HF_DIR",
+        help="continue training a model saved with --hf-out instead of starting from scratch",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-seed", type=int, default=TRAIN_SEED,
+        help="seed of the training pictures (use another one when continuing with --init)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -616,15 +625,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         tool_call_text("triangle", "purple"), think_answer("triangle", "purple"),
     ):  # fmt: skip
         print(f"[train] {text!r} -> {tokenizer.tokenize(text)}")
-    config = make_model.build_config(preset, tokenizer)
-    torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config)
+    if args.init is not None:
+        # Continue a model saved by --hf-out (same tokenizer: it is trained deterministically).
+        model = Qwen2VLForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        if model.config.text_config.vocab_size != len(tokenizer):
+            raise SystemExit(f"{args.init} was trained with another tokenizer")
+        print(f"[train] continuing {args.init}", flush=True)
+    else:
+        config = make_model.build_config(preset, tokenizer)
+        torch.manual_seed(0)
+        model = Qwen2VLForConditionalGeneration(config)
     print(f"[train] parameters: {make_model.count_parameters(model)}", flush=True)
     processor = make_image_processor(preset.min_pixels, preset.max_pixels)
     cfg = TrainConfig(
         vision_steps=args.vision_steps, vision_lr=args.vision_lr,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every,
         aux_weight=args.aux_weight, stage1_target=args.stage1_target, held_out=args.held_out,
+        zero_blocks=args.init is None, data_seed=args.data_seed,
     )  # fmt: skip
     print(f"[train] {cfg}", flush=True)
     result = train(model, Batcher(tokenizer, processor), cfg)
