@@ -103,6 +103,8 @@ KIND_WEIGHTS: dict[str, float] = {
     "report_plain": 0.04,  # "Report the shape in the picture." without tools -> description
 }
 KINDS: tuple[str, ...] = tuple(KIND_WEIGHTS)
+#: Share of "after_tool" items whose call reports other values than the picture shows.
+AFTER_TOOL_OTHER_CALL = 0.3
 EVAL_KINDS: tuple[str, ...] = ("json", "tool", "after_tool", "think")
 
 
@@ -153,6 +155,9 @@ def make_item(rng: random.Random, picture: Picture, kind: str) -> Item:
     if kind != "after_tool":
         raise ValueError(f"unknown kind {kind!r}")
     call_id = f"call_{rng.getrandbits(40):010x}"
+    if AFTER_TOOL_OTHER_CALL and rng.random() < AFTER_TOOL_OTHER_CALL:
+        # The answer says what was reported: read it from the call, not from the picture.
+        shape, colour = rng.choice(SHAPES), rng.choice(sorted(COLOURS))
     call = {
         "id": call_id, "type": "function",
         "function": {"name": "report_shape", "arguments": {"shape": shape, "color": colour}},
@@ -598,6 +603,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="held-out items per question and per behaviour for the accuracy curve",
     )  # fmt: skip
     parser.add_argument(
+        "--after-tool-other-call", type=float, default=AFTER_TOOL_OTHER_CALL,
+        help="share of answers after a tool whose call reports other values than the picture",
+    )  # fmt: skip
+    parser.add_argument(
         "--init", type=Path, metavar="HF_DIR",
         help="continue training a model saved with --hf-out instead of starting from scratch",
     )  # fmt: skip
@@ -611,6 +620,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build, train and export the shapes model."""
     args = parse_args(argv)
+    global AFTER_TOOL_OTHER_CALL
+    AFTER_TOOL_OTHER_CALL = args.after_tool_other_call
     import make_model
     import torch
     from transformers import Qwen2VLForConditionalGeneration
