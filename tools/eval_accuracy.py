@@ -1,7 +1,8 @@
 """Measure how well a served shapes model answers held-out pictures, behaviour by behaviour.
 
-Generates N pictures of the shapes task (``tools/shapes_task.py``) with its own seed (not a
-training seed) and asks about each of them (the picture before or after the text at random):
+Generates N pictures of the shapes task (``tools/shapes_task.py``; ``--pictures classic``, the
+training range, or ``wide``, the harder one) with its own seed (not a training seed) and asks
+about each of them (the picture before or after the text at random):
 
 * the three questions - "What shape is in the picture?", "What color is the shape?",
   "Describe the picture." - graded on the answer's words;
@@ -53,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.shapes_task import (
     IMAGE_TAG,
+    PICTURE_RANGES,
     Q_DESCRIBE,
     Q_REPORT,
     Q_THINK,
@@ -60,6 +62,7 @@ from tools.shapes_task import (
     REPORT_TOOL,
     SHAPE_SCHEMA,
     Picture,
+    PictureRange,
     draw_picture,
     grade,
     grade_json,
@@ -98,12 +101,17 @@ class Answer:
         return json.dumps([self.content, self.reasoning or "", calls], sort_keys=True)
 
 
-def make_cases(n: int, seed: int = EVAL_SEED, behaviours: Sequence[str] = BEHAVIOURS) -> list[Case]:
+def make_cases(
+    n: int,
+    seed: int = EVAL_SEED,
+    behaviours: Sequence[str] = BEHAVIOURS,
+    pictures: PictureRange = PICTURE_RANGES["classic"],
+) -> list[Case]:
     """``n`` pictures, each asked every behaviour; the image goes first or last at random."""
     rng = random.Random(seed)
     cases = []
     for _ in range(n):
-        picture = draw_picture(rng)
+        picture = draw_picture(rng, pictures=pictures)
         for behaviour in BEHAVIOURS:
             image_first = rng.random() < 0.5
             if behaviour in behaviours:
@@ -303,6 +311,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
+        "--pictures", choices=sorted(PICTURE_RANGES), default="classic",
+        help="held-out pictures: the training range (classic) or the harder one (wide)",
+    )  # fmt: skip
+    parser.add_argument(
         "--behaviours", default=",".join(BEHAVIOURS),
         help="comma-separated subset of: " + ", ".join(BEHAVIOURS),
     )  # fmt: skip
@@ -319,8 +331,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate and print the summary."""
     args = parse_args(argv)
-    cases = make_cases(args.n, args.seed, args.behaviours)
-    summary: dict[str, Any] = {"n": args.n}
+    cases = make_cases(args.n, args.seed, args.behaviours, PICTURE_RANGES[args.pictures])
+    summary: dict[str, Any] = {"n": args.n, "pictures": args.pictures}
     results = {}
     for label, path in (("api", args.url), ("raw", args.raw)):
         if path is None:

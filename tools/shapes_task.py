@@ -192,6 +192,23 @@ def _background(rng: random.Random, kind: str) -> tuple[int, int, int]:
             return rgb
 
 
+@dataclasses.dataclass(frozen=True)
+class PictureRange:
+    """Which pictures :func:`draw_picture` draws."""
+
+    backgrounds: tuple[str, ...]
+    fraction: tuple[float, float]  # larger bounding-box side / shorter picture side
+    rotated_squares: bool
+    jpeg_quality: tuple[int, int]
+
+
+#: The pictures the embedded model is trained on.
+CLASSIC = PictureRange(("white", "grey"), (0.25, 0.60), False, (70, 95))
+#: Harder pictures: dark and coloured backgrounds, 15-95 % shapes, rotated squares, JPEG 20-95.
+WIDE = PictureRange(BACKGROUNDS, (0.15, 0.95), True, (20, 95))
+PICTURE_RANGES: dict[str, PictureRange] = {"classic": CLASSIC, "wide": WIDE}
+
+
 def draw_picture(
     rng: random.Random,
     shape: str | None = None,
@@ -199,6 +216,7 @@ def draw_picture(
     fmt: str | None = None,
     background: str | None = None,
     fraction: float | None = None,
+    pictures: PictureRange = CLASSIC,
 ) -> Picture:
     """Draw one random picture of the task; any of the keyword arguments may be fixed."""
     shape = shape or rng.choice(SHAPES)
@@ -207,9 +225,9 @@ def draw_picture(
     height = rng.randint(max(64, (width + 1) // 2), min(512, 2 * width))
     if rng.random() < 0.5:
         width, height = height, width
-    background = background or rng.choice(BACKGROUNDS)
+    background = background or rng.choice(pictures.backgrounds)
     image = Image.new("RGB", (width, height), _background(rng, background))
-    fraction = fraction if fraction is not None else rng.uniform(0.15, 0.95)
+    fraction = fraction if fraction is not None else rng.uniform(*pictures.fraction)
     extent = fraction * min(width, height)
     draw = ImageDraw.Draw(image)
     fill = COLOURS[colour]
@@ -218,7 +236,8 @@ def draw_picture(
         cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
-        angle = 0.0 if shape == "square" and rng.random() < 0.5 else rng.uniform(0, 2 * math.pi)
+        axis_aligned = shape == "square" and (not pictures.rotated_squares or rng.random() < 0.5)
+        angle = 0.0 if axis_aligned else rng.uniform(0, 2 * math.pi)
         unit = _unit_polygon(shape, angle)
         xs, ys = [p[0] for p in unit], [p[1] for p in unit]
         scale = extent / max(max(xs) - min(xs), max(ys) - min(ys))
@@ -231,7 +250,7 @@ def draw_picture(
     buf = io.BytesIO()
     quality = 0
     if fmt == "JPEG":
-        quality = rng.randint(20, 95)
+        quality = rng.randint(*pictures.jpeg_quality)
         image.save(buf, format="JPEG", quality=quality)
     else:
         image.save(buf, format="PNG")

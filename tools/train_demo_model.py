@@ -60,8 +60,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from shapes_task import (  # the task's public names, re-exported
     CHAT_TEMPLATE,
+    CLASSIC,
     COLOURS,
     IMAGE_TAG,
+    PICTURE_RANGES,
     Q_COLOUR,
     Q_DESCRIBE,
     Q_JSON,
@@ -73,6 +75,7 @@ from shapes_task import (  # the task's public names, re-exported
     SHAPES,
     TOOL_RESULTS,
     Picture,
+    PictureRange,
     after_tool_answer,
     draw_picture,
     expected_answer,
@@ -103,6 +106,8 @@ KIND_WEIGHTS: dict[str, float] = {
     "report_plain": 0.04,  # "Report the shape in the picture." without tools -> description
 }
 KINDS: tuple[str, ...] = tuple(KIND_WEIGHTS)
+#: The training pictures (``--pictures``).
+PICTURES: PictureRange = CLASSIC
 #: Share of "after_tool" items whose call reports other values than the picture shows.
 AFTER_TOOL_OTHER_CALL = 0.3
 EVAL_KINDS: tuple[str, ...] = ("json", "tool", "after_tool", "think")
@@ -172,7 +177,7 @@ def make_item(rng: random.Random, picture: Picture, kind: str) -> Item:
 def sample_items(rng: random.Random, n: int) -> list[Item]:
     """``n`` random training items, behaviours drawn with :data:`KIND_WEIGHTS`."""
     kinds = rng.choices(KINDS, weights=list(KIND_WEIGHTS.values()), k=n)
-    return [make_item(rng, draw_picture(rng), kind) for kind in kinds]
+    return [make_item(rng, draw_picture(rng, pictures=PICTURES), kind) for kind in kinds]
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,12 +319,12 @@ def _held_out_batches(batcher: Batcher, n: int) -> list[dict[str, Any]]:
     items = []
     for question in QUESTIONS:
         for _ in range(n):
-            picture = draw_picture(rng)
+            picture = draw_picture(rng, pictures=PICTURES)
             messages = [{"role": "user", "content": user_content(rng, question)}]
             answer = expected_answer(question, picture.shape, picture.colour)
             items.append(Item(picture, messages, None, answer, "plain"))
     for kind in EVAL_KINDS:
-        items += [make_item(rng, draw_picture(rng), kind) for _ in range(n)]
+        items += [make_item(rng, draw_picture(rng, pictures=PICTURES), kind) for _ in range(n)]
     batches = []
     for start in range(0, len(items), 40):
         chunk = items[start : start + 40]
@@ -459,7 +464,8 @@ def train(model: Any, batcher: Batcher, cfg: TrainConfig) -> dict[str, Any]:
             _STOP.clear()
             print(f"stage 1 stopped by SIGUSR1 after {step} steps", flush=True)
             break
-        batch = batcher.pictures([draw_picture(train_rng) for _ in range(cfg.batch_size)])
+        pictures = [draw_picture(train_rng, pictures=PICTURES) for _ in range(cfg.batch_size)]
+        batch = batcher.pictures(pictures)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         vision_forward(batch)
@@ -607,6 +613,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="share of answers after a tool whose call reports other values than the picture",
     )  # fmt: skip
     parser.add_argument(
+        "--pictures", choices=sorted(PICTURE_RANGES), default="classic",
+        help="training pictures (tools/shapes_task.py: CLASSIC or WIDE)",
+    )  # fmt: skip
+    parser.add_argument(
         "--init", type=Path, metavar="HF_DIR",
         help="continue training a model saved with --hf-out instead of starting from scratch",
     )  # fmt: skip
@@ -620,8 +630,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build, train and export the shapes model."""
     args = parse_args(argv)
-    global AFTER_TOOL_OTHER_CALL
+    global AFTER_TOOL_OTHER_CALL, PICTURES
     AFTER_TOOL_OTHER_CALL = args.after_tool_other_call
+    PICTURES = PICTURE_RANGES[args.pictures]
     import make_model
     import torch
     from transformers import Qwen2VLForConditionalGeneration

@@ -17,6 +17,7 @@ from tools.shapes_task import (
     Q_SHAPE,
     REPORT_TOOL,
     SHAPES,
+    WIDE,
     draw_picture,
     grade,
     grade_json,
@@ -41,7 +42,7 @@ def test_report_tool_is_the_documented_one() -> None:
 
 def test_pictures_cover_the_wider_range() -> None:
     rng = random.Random(5)
-    pictures = [draw_picture(rng) for _ in range(300)]
+    pictures = [draw_picture(rng, pictures=WIDE) for _ in range(300)]
     assert {p.background for p in pictures} == {"white", "grey", "dark", "colour"}
     assert {p.shape for p in pictures} == set(SHAPES)
     assert {p.colour for p in pictures} == set(COLOURS)
