@@ -251,7 +251,7 @@ def test_embedded_default_model_takes_the_byte_level_path() -> None:
     from calculators.llm.detokenizer_calculator import byte_level_table
 
     shapes = TINY_MODEL.parent / "qwen2vl-shapes"
-    # Its 372-token vocabulary makes random samples hit cut-short sequences such as F5 A6.
+    # Its 599-token vocabulary makes random samples hit cut-short sequences such as F5 A6.
     assert byte_level_table(shapes, ov_genai.Tokenizer(str(shapes))) is not None
 
 
