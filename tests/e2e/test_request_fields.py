@@ -548,16 +548,21 @@ def test_best_of_answers_the_best_beam(openai_client: openai.OpenAI) -> None:
 
 
 def test_length_penalty_reorders_beams() -> None:
-    # The trained demo model ends its beams with EOS at different lengths.
+    # Asked to think, the trained demo model ends its beams with EOS at different lengths
+    # (a short and a long <think> block), so the length penalty changes their order.
     proc = ServerProcess([], default_model=REPO / "graphs" / "qwen2vl-shapes").wait_ready()
+    think = [{"role": "user", "content": "Think, then describe the picture."}]
     try:
-        def beams(length_penalty: float) -> list[str]:
+        def beams(length_penalty: float) -> list[tuple[str, str]]:
             status, answer = proc.post("/v3/chat/completions", {
-                "model": "qwen2vl-shapes", "messages": HELLO, "max_tokens": 12, "n": 4,
+                "model": "qwen2vl-shapes", "messages": think, "max_tokens": 28, "n": 4,
                 "best_of": 4, "length_penalty": length_penalty,
             })
             assert status == 200
-            return [c["message"]["content"] for c in answer["choices"]]
+            return [
+                (c["message"].get("reasoning_content") or "", c["message"]["content"])
+                for c in answer["choices"]
+            ]
 
         short, long = beams(-3.0), beams(3.0)
         assert len(short) == len(long) == 4
