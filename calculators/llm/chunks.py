@@ -292,23 +292,10 @@ def sse_content_chunk(
         usage: running counts for ``continuous_usage_stats``; written only with include_usage,
             otherwise ``usage`` is null.
     """
-    chunk: dict[str, Any] = {
-        "choices": [
-            {
-                "index": index,
-                "logprobs": None,
-                "delta": {"content": delta_text} if delta_text else {},
-                "finish_reason": finish_reason,
-            }
-        ],
-        "created": created,
-        "id": request_id,
-        "model": request_model,
-        "object": _CHUNK_OBJECT,
-    }
-    if include_usage:
-        chunk["usage"] = usage.to_dict() if usage is not None else None
-    return _sse(chunk)
+    return sse_delta_chunk(
+        request_model, request_id, created, {"content": delta_text} if delta_text else {},
+        finish_reason, include_usage, index=index, usage=usage,
+    )
 
 
 def sse_delta_chunk(
