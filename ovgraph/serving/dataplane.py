@@ -361,7 +361,8 @@ class Execution:
                     self.stats.error = item[1]
                     raise item[1]
                 return None
-            self.stats.response(item[1])
+            if isinstance(item, tuple):  # an output packet (not a note of the frontend's)
+                self.stats.response(item[1])
             return item  # type: ignore[no-any-return]
 
     def touch(self) -> None:
