@@ -150,6 +150,10 @@ class _ContextAdapter:
         self.callbacks.append(callback)
         return True
 
+    def is_active(self) -> bool:
+        """Ray's proxy holds the client's call; a departure runs the callbacks instead."""
+        return True
+
     def abort(self, code: Any, details: str) -> None:
         self.ray_context.set_code(code)
         self.ray_context.set_details(details)
