@@ -16,6 +16,11 @@ Triton's clients (``tritonclient.grpc`` ``async_stream_infer``) also expect, and
   graph has gone idle after a request, or a later request produced output, an empty response
   with that request's id and ``triton_final_response: true`` follows its answers (answers carry
   ``triton_final_response: false``);
+- **HTTP graphs answer one request per run.** A graph fed an ``HttpPayload`` (OVMS's LLM graphs,
+  which serve one HTTP request per run and keep that request's state in their calculators) gets
+  a run of its own for every request of the stream, started as the request arrives; answers then
+  belong to their run, whatever timestamps the graph's loopbacks reach, and several streamed
+  chats may be in flight on one stream;
 - **no idle streams forever.** A stream that sends nothing and produces nothing for
   ``request_timeout`` seconds ends with ``DEADLINE_EXCEEDED`` (``idle_timeout`` argument).
 
@@ -46,6 +51,7 @@ from ovgraph.serving.kserve_types import (
     StreamFailure,
     _output_tensor,
 )
+from ovgraph.serving.payload import HttpPayload
 
 __all__ = [
     "ENABLE_FINAL_PARAM",
@@ -93,7 +99,7 @@ class _Pending:
     final_queued: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Run:
     """One execution of the stream's graph and the requests fed to it, in timestamp order."""
 
@@ -111,7 +117,10 @@ class _Session:
     """One ``ModelStreamInfer`` call (see the module docstring)."""
 
     def __init__(
-        self, plane: DataPlane, headers: Any, idle_timeout: float,
+        self,
+        plane: DataPlane,
+        headers: Any,
+        idle_timeout: float,
         input_packets: Callable[[GraphDefinition, InferRequest], list[tuple[str, Any]]],
         side_packets: Callable[[dict[str, Any]], dict[str, Any]],
         timestamp: Callable[[dict[str, Any]], int | None],
@@ -128,7 +137,9 @@ class _Session:
         self.definition: GraphDefinition | None = None
         self.side: dict[str, Any] = {}
         self.model_name = ""
-        self.run: _Run | None = None
+        self.run: _Run | None = None  # the latest run
+        self.per_request = False  # a run per request (HTTP graphs), see the module docstring
+        self.live: list[_Run] = []  # runs whose outputs are still to come
         self.last_ts = ts_mod.UNSTARTED
         self.client_gone = False
         self.reading = True
@@ -155,9 +166,13 @@ class _Session:
             logger.debug("Stream reader stopped: %s", exc)
         finally:
             with self.start_lock:
-                self.reading = False
-                run = self.run
-                if run is not None and not run.failed and run.execution.run is not None:
+                with self.lock:
+                    self.reading = False
+                    run, live = self.run, bool(self.live)
+                if self.per_request:
+                    if not live:
+                        self.events.put(_END)
+                elif run is not None and not run.failed and run.execution.run is not None:
                     run.execution.run.close()
                 elif run is None or run.failed:
                     self.events.put(_END)
@@ -169,14 +184,16 @@ class _Session:
             self._first(request)
             return
         if request.model_name != self.model_name or request.model_version not in ("", "0", "1"):
-            raise RequestError(
-                "Every request of a stream must name the model of its first request"
-            )
+            raise RequestError("Every request of a stream must name the model of its first request")
         extra = [k for k in request.parameters if k not in _FOLLOW_UP_PARAMS]
         if extra:
             raise RequestError("Side packets can only be set in the first request of a stream")
         packets = self.input_packets(self.definition, _without_client_params(request))
         pending = _Pending(request.id, self._stamp(request), packets, _wants_final(request))
+        if self.per_request:
+            with self.start_lock:
+                self._start([pending], close=True)
+            return
         with self.start_lock:
             with self.lock:
                 run = self.run
@@ -203,24 +220,29 @@ class _Session:
         packets = self.input_packets(definition, plain)
         side = self.side_packets(plain.parameters)
         pending = _Pending(request.id, self._stamp(request), packets, _wants_final(request))
+        self.per_request = any(isinstance(p, HttpPayload) for _, p in packets)
         with self.start_lock:
-            self._start([pending], definition, side)
+            self._start([pending], definition, side, close=self.per_request)
         self.definition, self.side, self.model_name = definition, side, request.model_name
-        self._watch_final(pending)
+        if not self.per_request:
+            self._watch_final(pending)
 
     def _start(
-        self, pending: list[_Pending], definition: GraphDefinition | None = None,
+        self,
+        pending: list[_Pending],
+        definition: GraphDefinition | None = None,
         side: dict[str, Any] | None = None,
+        close: bool = False,
     ) -> None:
         """Start a run of the stream's graph fed with ``pending`` (raises if it cannot start).
 
-        Called with ``start_lock`` held; when the client has sent everything, the run's inputs
-        are closed after the feed.
+        Called with ``start_lock`` held; the run's inputs are closed after the feed when
+        ``close`` is set or the client has sent everything.
         """
         definition = definition or self.definition
         assert definition is not None
         execution = self.plane.execution(definition, headers=self.headers)
-        close = not self.reading
+        close = close or not self.reading
 
         def feed(graph_run: Any) -> None:
             for item in pending:
@@ -237,6 +259,7 @@ class _Session:
         run = _Run(execution, list(pending))
         with self.lock:
             self.run = run
+            self.live.append(run)
         if self.client_gone:
             execution.cancel()
         asyncio.run_coroutine_threadsafe(self._pump(run), self.plane.loop)
@@ -270,9 +293,12 @@ class _Session:
                 if self.activity.is_set():  # the client sent something meanwhile
                     self.activity.clear()
                     continue
-                yield StreamFailure(DeadlineExceededError(
-                    f"The stream sent and produced nothing within {self.idle_timeout:g} seconds"
-                ), started=self.run is not None)
+                yield StreamFailure(
+                    DeadlineExceededError(
+                        f"The stream sent and produced nothing within {self.idle_timeout:g} seconds"
+                    ),
+                    started=self.run is not None,
+                )
                 return
             self.activity.clear()
             if event is _END:
@@ -285,7 +311,9 @@ class _Session:
             run, item = event
             if item is None:  # the run ended well: every request is complete
                 yield from self._finals(run, run.pending)
-                return
+                if self._ended(run):
+                    return
+                continue
             if isinstance(item, _Finals):
                 with self.lock:
                     done = [p for p in item.items if p in run.pending]
@@ -301,11 +329,21 @@ class _Session:
                 continue
             yield from self._answer(run, *item)
 
+    def _ended(self, run: _Run) -> bool:
+        """``run`` has no more outputs; return whether the stream is over."""
+        with self.lock:
+            if run in self.live:
+                self.live.remove(run)
+            over = not self.per_request or (not self.reading and not self.live)
+        if self.per_request:
+            self.plane.loop.call_soon_threadsafe(run.execution.finish)
+        return over
+
     def _answer(self, run: _Run, stream: str, packet: Packet) -> Iterator[Any]:
         with self.lock:
             owner = run.owner(packet.timestamp)
-            done = [] if owner is None else run.pending[:run.pending.index(owner)]
-            del run.pending[:len(done)]
+            done = [] if owner is None else run.pending[: run.pending.index(owner)]
+            del run.pending[: len(done)]
             if owner is not None:
                 owner.answered = True
         yield from self._finals(run, done)
@@ -318,8 +356,10 @@ class _Session:
         if owner is not None and owner.wants_final:
             parameters[FINAL_PARAM] = False
         yield InferResponse(
-            model_name=self.model_name, outputs=[_output_tensor(stream, packet.payload)],
-            id=owner.id if owner is not None else "", parameters=parameters,
+            model_name=self.model_name,
+            outputs=[_output_tensor(stream, packet.payload)],
+            id=owner.id if owner is not None else "",
+            parameters=parameters,
         )
 
     def _finals(self, run: _Run, done: list[_Pending]) -> Iterator[InferResponse]:
@@ -349,8 +389,9 @@ class _Session:
             out.append(RequestFailure(error, victim.id if victim else "", self.model_name))
             if victim is not None and victim.wants_final:
                 out.extend(self._finals(run, [victim]))
-            if not later:
-                return out, not self.reading
+            over = self._ended(run)
+            if self.per_request or not later:
+                return out, over and not self.reading
             try:
                 self._start(later)
             except Exception as exc:
@@ -374,9 +415,11 @@ class _Session:
         while not self.client_gone:
             with self.lock:
                 run = self.run
-                todo = [] if run is None else [
-                    p for p in run.pending if p.wants_final and not p.final_queued
-                ]
+                todo = (
+                    []
+                    if run is None
+                    else [p for p in run.pending if p.wants_final and not p.final_queued]
+                )
             graph_run = None if run is None else run.execution.run
             if run is None or graph_run is None or not todo:
                 if not self.reading and (run is None or not run.pending):
@@ -404,18 +447,18 @@ class _Session:
     def cancel(self) -> None:
         """The client went away (or the caller stopped reading)."""
         self.client_gone = True
-        with self.lock:
-            run = self.run
-        if run is not None:
+        for run in self._runs():
             run.execution.cancel()
         self.events.put(_END)
 
     def close(self) -> None:
-        """Release the current run."""
-        with self.lock:
-            run = self.run
-        if run is not None:
+        """Release the runs."""
+        for run in self._runs():
             self.plane.loop.call_soon_threadsafe(run.execution.finish)
+
+    def _runs(self) -> list[_Run]:
+        with self.lock:
+            return list(dict.fromkeys([*self.live, *([self.run] if self.run else [])]))
 
 
 @dataclass
@@ -440,8 +483,12 @@ def _without_client_params(request: InferRequest) -> InferRequest:
         return request
     parameters = {k: v for k, v in request.parameters.items() if k not in _CLIENT_PARAMS}
     return InferRequest(
-        model_name=request.model_name, inputs=request.inputs, model_version=request.model_version,
-        id=request.id, parameters=parameters, raw=request.raw,
+        model_name=request.model_name,
+        inputs=request.inputs,
+        model_version=request.model_version,
+        id=request.id,
+        parameters=parameters,
+        raw=request.raw,
     )
 
 
@@ -476,4 +523,3 @@ def stream_infer(
     finally:
         session.cancel()
         session.close()
-

@@ -50,8 +50,12 @@ def client(served: tuple[ServerProcess, str]) -> Iterator[tg.InferenceServerClie
 
 
 def _chat(text: str = "hi", **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 3,
-            **extra}
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 3,
+        **extra,
+    }
 
 
 def _input(body: dict[str, Any] | bytes) -> list[tg.InferInput]:
@@ -82,9 +86,7 @@ class _Stream:
 
 
 @pytest.mark.parametrize("run", range(3))  # the old code mislabelled most runs
-def test_requests_in_flight_keep_their_own_ids(
-    client: tg.InferenceServerClient, run: int
-) -> None:
+def test_requests_in_flight_keep_their_own_ids(client: tg.InferenceServerClient, run: int) -> None:
     stream = _Stream(client)
     for i in range(4):  # back to back, no waiting for answers
         client.async_stream_infer(MODEL, _input(_chat(f"hello {i}")), request_id=f"m{i}")
@@ -97,6 +99,58 @@ def test_requests_in_flight_keep_their_own_ids(
         assert json.loads(result.as_numpy("output")[0])["object"] == "chat.completion"
 
 
+def _sse_text(chunks: list[bytes]) -> tuple[str, int]:
+    """The content streamed in SSE ``chunks`` and how many ``[DONE]`` markers they hold."""
+    text, done = "", 0
+    for event in b"".join(chunks).decode().split("\n\n"):
+        data = event.removeprefix("data: ").strip()
+        if data == "[DONE]":
+            done += 1
+        elif data:
+            text += json.loads(data)["choices"][0]["delta"].get("content") or ""
+    return text, done
+
+
+def test_streamed_chats_in_flight_on_one_stream(client: tg.InferenceServerClient) -> None:
+    # Four streamed chats sent back to back with timestamps 1..4 (as a client may set them):
+    # each id gets its own whole answer (the same text as a unary request with that prompt),
+    # one [DONE] and its final response. The old code ran them in one graph and labelled the
+    # answers by timestamp, which the streamed chats' loopbacks (one step per chunk) overtake.
+    prompts = [f"hello {i}" for i in range(4)]
+    expected = []
+    for text in prompts:
+        result = client.infer(MODEL, _input(_chat(text, max_tokens=40, ignore_eos=True)))
+        expected.append(
+            json.loads(result.as_numpy("output")[0])["choices"][0]["message"]["content"]
+        )
+    stream = _Stream(client)
+    for i, text in enumerate(prompts):
+        body = _chat(text, max_tokens=40, ignore_eos=True, stream=True)
+        client.async_stream_infer(
+            MODEL,
+            _input(body),
+            request_id=f"s{i}",
+            enable_empty_final_response=True,
+            parameters={"OVMS_MP_TIMESTAMP": i + 1},
+        )
+    chunks: dict[str, list[bytes]] = {f"s{i}": [] for i in range(4)}
+    finals: list[str] = []
+    while len(finals) < 4:
+        result, error = stream.items.get(timeout=60)
+        assert error is None
+        response = result.get_response()
+        if response.parameters["triton_final_response"].bool_param:
+            assert chunks[response.id], "the final response came before the answer"
+            finals.append(response.id)
+        else:
+            assert response.id not in finals, "an answer after its final response"
+            chunks[response.id].append(result.as_numpy("output")[0])
+    client.stop_stream()
+    assert sorted(finals) == sorted(chunks)
+    for i in range(4):
+        assert _sse_text(chunks[f"s{i}"]) == (expected[i], 1)
+
+
 def test_error_answers_its_request_and_the_stream_goes_on(
     served: tuple[ServerProcess, str],
 ) -> None:
@@ -106,9 +160,13 @@ def test_error_answers_its_request_and_the_stream_goes_on(
             _raw_request("bad", {"model": MODEL, "messages": []}),
             _raw_request("good", _chat()),
             service_pb2.ModelInferRequest(  # a truncated BYTES length prefix
-                model_name=MODEL, id="broken",
-                inputs=[service_pb2.ModelInferRequest.InferInputTensor(
-                    name="input", datatype="BYTES", shape=[1])],
+                model_name=MODEL,
+                id="broken",
+                inputs=[
+                    service_pb2.ModelInferRequest.InferInputTensor(
+                        name="input", datatype="BYTES", shape=[1]
+                    )
+                ],
                 raw_input_contents=[b"\x01"],
             ),
             _raw_request("after", _chat()),
@@ -167,8 +225,7 @@ def test_idle_streams_do_not_starve_unary_calls(served: tuple[ServerProcess, str
             reply = stub.ModelInfer(_raw_request("u1", _chat()), timeout=30)
             assert reply.id == "u1"
             refused = [
-                c for c in calls
-                if c.done() and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                c for c in calls if c.done() and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             ]
             assert refused, "streams beyond the budget are refused at once"
         finally:
@@ -269,11 +326,9 @@ def test_shape_beyond_numpy_dims_is_invalid_argument(served: tuple[ServerProcess
     ("body", "param"),
     [
         # a lone surrogate in message text, in the role, in stop
-        ('{"model":"M","messages":[{"role":"user","content":"a\\ud800b"}]}',
-         "messages[0].content"),
+        ('{"model":"M","messages":[{"role":"user","content":"a\\ud800b"}]}', "messages[0].content"),
         ('{"model":"M","messages":[{"role":"us\\udfffer","content":"x"}]}', "messages[0].role"),
-        ('{"model":"M","messages":[{"role":"user","content":"x"}],"stop":["\\ud800"]}',
-         "stop[0]"),
+        ('{"model":"M","messages":[{"role":"user","content":"x"}],"stop":["\\ud800"]}', "stop[0]"),
     ],
 )
 def test_lone_surrogate_in_payload_is_invalid_argument(
@@ -292,7 +347,8 @@ def test_invalid_utf8_string_field_is_invalid_argument(
     with grpc.insecure_channel(served[1]) as channel:
         call = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=lambda b: b, response_deserializer=lambda b: b,
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
         )
         with pytest.raises(grpc.RpcError) as err:
             call(raw, timeout=30)
