@@ -33,12 +33,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["APP_NAME", "GRPC_PORT", "HTTP_PORT", "LocalCluster", "can_isolate", "deploy",
-           "start_serve_cluster"]
+__all__ = ["APP_NAME", "GRPC_PORT", "HTTP_PORT", "INGRESS_ENV", "LocalCluster", "can_isolate",
+           "deploy", "start_serve_cluster"]
 
 APP_NAME = "ovgraph"
 HTTP_PORT = 8000
 GRPC_PORT = 9000
+#: Ray Serve's ingress modes and the variables that select them (read by every Ray process).
+#: ``haproxy``: Ray's HAProxy in front of replicas that serve HTTP and gRPC themselves (direct
+#: ingress) with its throughput-optimised settings; ``proxy``: Ray's Python proxy actor, which
+#: hands each request to a replica through actor calls.
+INGRESS_ENV: dict[str, dict[str, str]] = {
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
+}
 
 
 def can_isolate() -> bool:
@@ -55,6 +63,7 @@ class LocalCluster:
         nodes: simulated nodes (the head included), ``cpus_per_node`` CPUs each.
         app_args: ``build_app`` arguments of the application.
         env: variables for the Ray processes (e.g. ``OVGRAPH_DEFAULT_MODEL``).
+        ingress: ``haproxy`` or ``proxy`` (:data:`INGRESS_ENV`).
         log_path: where the cluster's output goes.
     """
 
@@ -65,6 +74,7 @@ class LocalCluster:
         *,
         cpus_per_node: float = 1,
         env: Mapping[str, str] | None = None,
+        ingress: str = "haproxy",
         log_path: str | Path | None = None,
         timeout: float = 240.0,
     ) -> None:
@@ -81,7 +91,7 @@ class LocalCluster:
             ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
              sys.executable, "-m", "ovgraph.ray_serve.local_cluster", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            pass_fds=spec["fds"], env={**os.environ, **(env or {})},
+            pass_fds=spec["fds"], env={**os.environ, **INGRESS_ENV[ingress], **(env or {})},
         )
         self._lock = threading.Lock()
         try:

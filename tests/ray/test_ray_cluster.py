@@ -4,7 +4,9 @@ The cluster (``ovgraph.ray_serve.local_cluster``) runs inside its own network an
 namespaces with the dashboard off; the tests reach Ray's HTTP and gRPC proxies through two
 loopback sockets handed in, with the real ``openai`` and ``tritonclient`` clients. One
 application serves a repository of two graphs (the embedded default model and a tensor
-pass-through) with two replicas, one per node.
+pass-through) with two replicas, one per node. Every test runs behind both of Ray Serve's
+ingress modes: HAProxy in front of replicas that serve HTTP and gRPC themselves, and Ray's
+Python proxy actor.
 """
 
 from __future__ import annotations
@@ -70,11 +72,14 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return config
 
 
-@pytest.fixture(scope="module")
-def cluster(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module", params=["haproxy", "proxy"])
+def cluster(
+    request: pytest.FixtureRequest, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """The cluster behind each of Ray Serve's ingress modes (every test runs on both)."""
     log = tmp_path_factory.mktemp("ray-log") / "cluster.log"
     with LocalCluster(
-        nodes=2, cpus_per_node=2, log_path=log,
+        nodes=2, cpus_per_node=2, log_path=log, ingress=request.param,
         app_args={"num_replicas": 2, "config_path": str(repository)},
     ) as c:
         yield c
