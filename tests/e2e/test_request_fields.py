@@ -548,15 +548,18 @@ def test_best_of_answers_the_best_beam(openai_client: openai.OpenAI) -> None:
 
 
 def test_length_penalty_reorders_beams() -> None:
-    # Asked to think, the trained demo model ends its beams with EOS at different lengths
-    # (a short and a long <think> block), so the length penalty changes their order.
+    # Given its tool but no picture, the trained demo model's beams end with EOS at different
+    # lengths (an empty answer, a few words, a tool call), so the length penalty changes which
+    # four come back and in which order.
+    from tools.shapes_task import Q_REPORT, REPORT_TOOL
+
     proc = ServerProcess([], default_model=REPO / "graphs" / "qwen2vl-shapes").wait_ready()
-    think = [{"role": "user", "content": "Think, then describe the picture."}]
+    report = [{"role": "user", "content": Q_REPORT}]
     try:
         def beams(length_penalty: float) -> list[tuple[str, str]]:
             status, answer = proc.post("/v3/chat/completions", {
-                "model": "qwen2vl-shapes", "messages": think, "max_tokens": 28, "n": 4,
-                "best_of": 4, "length_penalty": length_penalty,
+                "model": "qwen2vl-shapes", "messages": report, "tools": [REPORT_TOOL],
+                "max_tokens": 40, "n": 4, "best_of": 4, "length_penalty": length_penalty,
             })
             assert status == 200
             return [
