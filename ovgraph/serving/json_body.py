@@ -15,6 +15,7 @@ in the calling thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,8 +43,10 @@ logger = logging.getLogger("ovgraph")
 MAX_JSON_DEPTH = 100
 DEFAULT_THRESHOLD = 1024 * 1024
 # A JSON text can only hold a lone surrogate as a \ud8xx-\udfxx escape, or as the UTF-8-like
-# bytes ED A0..BF xx (which json.loads decodes with "surrogatepass").
-_MAYBE_SURROGATE = re.compile(rb"\\[uU][dD][89abAB]|\\[uU][dD][c-fC-F]|\xed[\xa0-\xbf]")
+# bytes ED A0..BF xx (which json.loads decodes with "surrogatepass"). Bodies holding none of
+# these prefixes skip the walk over the parsed value; a substring search (memchr-fast, about
+# 10 ms for 50 MB) is twenty times quicker here than one regular expression.
+_MAYBE_SURROGATE = (b"\\ud", b"\\uD", b"\xed")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _HEADER = struct.Struct("<Q")
 
@@ -104,7 +107,7 @@ def parse_json(body: bytes | bytearray | memoryview) -> Any:
         raise RequestError("Cannot parse JSON body") from None
     if not _depth_ok(parsed):
         raise RequestError("JSON body exceeds maximum nesting depth")
-    if _MAYBE_SURROGATE.search(body):
+    if any(prefix in body for prefix in _MAYBE_SURROGATE):
         check_text(parsed)
     return parsed
 
@@ -185,6 +188,9 @@ class JsonParser:
                 [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
             )
+            assert child.stdin is not None and child.stdout is not None
+            for stream in (child.stdin, child.stdout):
+                _widen_pipe(stream.fileno())
             self._child = child
         return child
 
@@ -196,15 +202,35 @@ class JsonParser:
             child.wait()
 
 
+_PIPE_BYTES = 1024 * 1024
+_F_SETPIPE_SZ = 1031  # Linux fcntl
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give a pipe 1 MiB of buffer instead of 64 KiB (Linux).
+
+    Big bodies then cross it in far fewer wake-ups (about twice as fast for 50 MB). Elsewhere,
+    or if refused, the pipe stays as it is.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 _trim_lock = threading.Lock()
 _last_trim = [0.0]
 
 
-def trim_heap(min_interval: float = 1.0) -> None:
-    """Give freed heap pages back to the system (glibc ``malloc_trim``), at most once a second.
+def trim_heap(min_interval: float = 0.25) -> None:
+    """Collect garbage and give freed heap pages back to the system, at most 4 times a second.
 
-    A big body leaves tens of MB of freed 64 KiB pieces in the heap, which glibc keeps (the
-    process's RSS stays at its peak); the server calls this after answering one.
+    The server calls this after answering a big body: its run's objects wait in reference
+    cycles for Python's cycle collector (which a quiet server runs rarely), and the freed heap
+    pieces stay with glibc until ``malloc_trim``; without both, each big request raised the
+    resident memory a little more. A collection takes about 25 ms here (GIL held).
     """
     import time
 
@@ -216,6 +242,9 @@ def trim_heap(min_interval: float = 1.0) -> None:
             return
         _last_trim[0] = now
         import ctypes
+        import gc
+
+        gc.collect()  # a finished run's packets sit in reference cycles until it passes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc

@@ -323,13 +323,17 @@ async def infer(
             run.add(name, payload, stamp)
         run.close()
 
-    await execution.start(feed, side)
-    assert execution.run is not None
-    tags = execution.run.output_tags
-    first: dict[str, Packet] = {}
-    while (item := await execution.next()) is not None:
-        first.setdefault(item[0], item[1])
-    return _response(request, tags, first)
+    try:
+        await execution.start(feed, side)
+        assert execution.run is not None
+        tags = execution.run.output_tags
+        first: dict[str, Packet] = {}
+        while (item := await execution.next()) is not None:
+            first.setdefault(item[0], item[1])
+        return _response(request, tags, first)
+    finally:
+        for payload in _payloads(packets):
+            payload.release()
 
 
 # ---------------------------------------------------------------------------- streaming

@@ -106,6 +106,7 @@ class _Run:
     execution: Execution
     pending: list[_Pending] = field(default_factory=list)
     failed: bool = False
+    requests: list[_Pending] = field(default_factory=list)  # every request fed to it
 
     def owner(self, stamp: int) -> _Pending | None:
         stamps = [p.stamp for p in self.pending]
@@ -256,7 +257,7 @@ class _Session:
         except BaseException:
             self.plane.loop.call_soon_threadsafe(execution.finish)
             raise
-        run = _Run(execution, list(pending))
+        run = _Run(execution, list(pending), requests=list(pending))
         with self.lock:
             self.run = run
             self.live.append(run)
@@ -337,6 +338,10 @@ class _Session:
             over = not self.per_request or (not self.reading and not self.live)
         if self.per_request:
             self.plane.loop.call_soon_threadsafe(run.execution.finish)
+            for item in run.requests:
+                for _, payload in item.packets:
+                    if isinstance(payload, HttpPayload):
+                        payload.release()
         return over
 
     def _answer(self, run: _Run, stream: str, packet: Packet) -> Iterator[Any]:

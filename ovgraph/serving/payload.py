@@ -45,6 +45,17 @@ class HttpPayload:
                 return
         callback()
 
+    def release(self) -> None:
+        """Frontend side: the request is over; drop the body, the parsed JSON and the callbacks.
+
+        A big request's memory then goes back at once, even while a finished run's packets
+        (kept in reference cycles until Python's cycle collector passes) still point at it.
+        """
+        with self._lock:
+            self._callbacks = []
+        self.body = b""
+        self.parsed_json = None
+
     def mark_disconnected(self) -> None:
         """Frontend side: the client has gone away."""
         with self._lock:

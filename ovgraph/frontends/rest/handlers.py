@@ -129,11 +129,15 @@ class BodyHandler(BaseHandler):
     ``Expect: 100-continue``) at once, a body up to ``DISCARD_BYTES`` over it after reading it
     (so the client is listening), a chunked body beyond that as soon as it gets there (then
     the connection closes). :meth:`body_json` parses the body off the IO loop.
+
+    The body grows in one buffer: a big one then lives in one mapping that goes back to the
+    system when freed, instead of a thousand 64 KiB heap pieces that fragment the heap and
+    raise the process's peak a little more with every big request.
     """
 
     def prepare(self) -> None:
         """Check the declared body size before reading the body."""
-        self._chunks: list[bytes] = []
+        self._body = bytearray()
         self._size = 0
         self._too_large = False
         self._gone = False
@@ -168,9 +172,9 @@ class BodyHandler(BaseHandler):
             return
         if self._size > self.state.max_body_bytes:
             self._too_large = True
-            self._chunks = []
+            self._body = bytearray()
             return
-        self._chunks.append(chunk)
+        self._body += chunk
 
     def _too_large_error(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(
@@ -182,26 +186,20 @@ class BodyHandler(BaseHandler):
         if getattr(self, "_size", 0) > self.state.json_parser.threshold:
             asyncio.get_running_loop().run_in_executor(None, trim_heap)
 
-    def body_bytes(self) -> bytes:
-        """The body received (call once)."""
-        body = b"".join(self._chunks)
-        self._chunks = []
-        return body
-
     async def body_json(self) -> tuple[Any, bytes]:
         """The parsed body and its bytes; a big body is joined and parsed off the IO loop.
 
         Raises:
             RequestError: not JSON, too deep, or invalid text (naming its path).
         """
-        chunks, self._chunks = self._chunks, []
+        received, self._body = self._body, bytearray()
         parser = self.state.json_parser
         if self._size <= parser.threshold:
-            body = b"".join(chunks)
+            body = bytes(received)
             return parse_json(body), body
         loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(None, b"".join, chunks)
-        del chunks
+        body = await loop.run_in_executor(None, bytes, received)
+        del received
         return await loop.run_in_executor(None, parser.parse, body), body
 
 
@@ -218,6 +216,13 @@ class GraphHandler(BodyHandler):
 
     async def post(self, *args: Any) -> None:
         """Run the graph named by the request."""
+        try:
+            await self._run_graph()
+        finally:
+            if self.payload is not None:
+                self.payload.release()
+
+    async def _run_graph(self) -> None:
         if self._too_large:
             self.write_exception(self._too_large_error())
             return
