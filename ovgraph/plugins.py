@@ -17,9 +17,13 @@ server.
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import importlib.util
 import logging
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -44,7 +48,22 @@ class Command:
 
     def __init__(self, entry_point: metadata.EntryPoint) -> None:
         self.entry_point = entry_point
-        self.help = f"(from {entry_point.module.partition('.')[0]})"
+
+    @property
+    def help(self) -> str:
+        """The first line of its module's docstring, read without importing the module."""
+        module = self.entry_point.module
+        with contextlib.suppress(Exception):  # a broken package still lists its command
+            spec = importlib.util.find_spec(module)
+            if spec is not None and spec.origin and spec.origin.endswith(".py"):
+                source = Path(spec.origin).read_text(encoding="utf-8")
+                doc = ast.get_docstring(ast.parse(source))
+                if doc:
+                    line = doc.strip().splitlines()[0].replace("``", "")
+                    # "ovgraph NAME ...: what it does" -> "what it does"
+                    head, sep, rest = line.partition(": ")
+                    return rest if sep and head.startswith("ovgraph ") else line
+        return f"(from {module.partition('.')[0]})"
 
     def run(self, argv: list[str]) -> int:
         """Run it with the arguments after its name; returns the exit code."""

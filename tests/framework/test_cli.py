@@ -75,6 +75,13 @@ def test_help_lists_every_subcommand() -> None:
     assert "--max_num_seqs" in _ovgraph("serve", "--help").stdout
 
 
+def test_contributed_subcommands_say_what_they_do() -> None:
+    # A command from the ovgraph.commands entry point is described by its module's docstring.
+    out = " ".join(_ovgraph("--help").stdout.split())
+    assert "export OVMS's export_model.py for LLM/VLM graphs." in out
+    assert "(from calculators)" not in out
+
+
 def test_draw_reports_invalid_graphs_like_validate(tmp_path: Path) -> None:
     graph = tmp_path / "graph.pbtxt"
     graph.write_text('input_stream: "in"\nnode {\n  calculator: "PassThrougCalculator"\n'
