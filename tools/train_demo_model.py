@@ -621,6 +621,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="continue training a model saved with --hf-out instead of starting from scratch",
     )  # fmt: skip
     parser.add_argument(
+        "--side", type=int, default=None,
+        help="pixels per side every picture is resized to (a multiple of 28; default: the "
+        "shapes preset's; with --init, the side that model was trained at)",
+    )  # fmt: skip
+    parser.add_argument(
         "--data-seed", type=int, default=TRAIN_SEED,
         help="seed of the training pictures (use another one when continuing with --init)",
     )  # fmt: skip
@@ -639,6 +644,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start, cpu_start = time.perf_counter(), time.process_time()
     preset = dataclasses.replace(make_model.PRESETS["shapes"], vocab_size=VOCAB_SIZE)
+    if args.side is not None:
+        if args.side % 28:
+            raise SystemExit(f"--side {args.side} is not a multiple of 28 (two 14-pixel patches)")
+        preset = dataclasses.replace(preset, min_pixels=args.side**2, max_pixels=args.side**2)
     tokenizer = make_model.train_tokenizer(preset.vocab_size, texts=tokenizer_corpus())
     tokenizer.chat_template = CHAT_TEMPLATE
     print(f"[train] vocabulary: requested {preset.vocab_size}, actual {len(tokenizer)}")
