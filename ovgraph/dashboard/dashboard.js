@@ -114,7 +114,7 @@
     table.appendChild(head);
     running.forEach(function (run) {
       var row = el("tr");
-      row.appendChild(el("td", null, "#" + run.run_id));
+      row.appendChild(el("td", null, "#" + run.run_id + (run.retired ? " (graph before reload)" : "")));
       row.appendChild(el("td", null, run.age_ms + " ms"));
       row.appendChild(el("td", null, run.nodes_running.join(", ") || "(waiting)"));
       table.appendChild(row);

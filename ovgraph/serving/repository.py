@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -68,7 +69,7 @@ class GraphEntry:
         checksum = None
         if self.graph_path is not None:
             try:
-                checksum = self.graph_path.read_bytes()
+                checksum = hashlib.sha256(self.graph_path.read_bytes()).hexdigest()
             except OSError:
                 checksum = None
         return (self.graph_path, self.text, self.base_path, checksum)
@@ -134,8 +135,11 @@ class ModelRepository:
         self.config_path: Path | None = None
         self._lock = threading.RLock()
         self._definitions: dict[str, GraphDefinition] = {}
-        self._entries: dict[str, GraphEntry] = {}
+        # What each graph was loaded from (GraphEntry.identity() then): a reload compares it.
+        self._identities: dict[str, tuple[Any, ...]] = {}
         self._reload_lock = threading.Lock()
+        # Graphs a reload replaced or removed, weakly: their runs in flight keep them alive.
+        self._retired: dict[str, list[weakref.ref[Any]]] = {}
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -152,7 +156,7 @@ class ModelRepository:
         definition = self._definition(entry)
         with self._lock:
             self._definitions[entry.name] = definition
-            self._entries[entry.name] = entry
+            self._identities[entry.name] = entry.identity()
         if load:
             definition.load()
         return definition
@@ -178,32 +182,34 @@ class ModelRepository:
         entries = {e.name: e for e in parse_config_file(config_path)}
         added, removed, reloaded = [], [], []
         with self._lock:
-            current = dict(self._entries)
+            current = dict(self._identities)
         for name in current:
             if name not in entries:
                 # Unpublished only: a request that already holds the definition still starts
                 # its run, and runs in flight finish; memory goes with the last reference.
                 with self._lock:
-                    self._definitions.pop(name, None)
-                    self._entries.pop(name, None)
+                    self._retire(name, self._definitions.pop(name, None))
+                    self._identities.pop(name, None)
                 removed.append(name)
         for name, entry in entries.items():
             old = current.get(name)
+            identity = entry.identity()
             if old is None:
                 # Loaded before it is published: clients never see it half-loaded.
                 fresh = self._definition(entry)
                 fresh.load()
                 with self._lock:
                     self._definitions[name] = fresh
-                    self._entries[name] = entry
+                    self._identities[name] = identity
                 added.append(name)
-            elif old.identity() != entry.identity() or not self._definitions[name].available:
+            elif old != identity or not self._definitions[name].available:
                 fresh = self._definition(entry)
                 fresh.load()
                 if fresh.available or not self._definitions[name].available:
                     with self._lock:
+                        self._retire(name, self._definitions[name])
                         self._definitions[name] = fresh
-                        self._entries[name] = entry
+                        self._identities[name] = identity
                     reloaded.append(name)
                 else:
                     logger.error("Reload of %s failed; keeping the loaded graph", name)
@@ -211,6 +217,19 @@ class ModelRepository:
             logger.info("Config reloaded: added %s, removed %s, reloaded %s",
                         added, removed, reloaded)
         return {"added": added, "removed": removed, "reloaded": reloaded}
+
+    def _retire(self, name: str, definition: GraphDefinition | None) -> None:
+        """Remember a replaced graph while runs may still hold it (call with the lock)."""
+        if definition is not None and definition.validated is not None:
+            self._retired.setdefault(name, []).append(weakref.ref(definition.validated))
+
+    def retired(self, name: str) -> list[Any]:
+        """The ``ValidatedGraph``s of ``name`` that reloads replaced and runs still hold."""
+        with self._lock:
+            graphs = [g for ref in self._retired.pop(name, []) if (g := ref()) is not None]
+            if graphs:
+                self._retired[name] = [weakref.ref(g) for g in graphs]
+        return graphs
 
     # ------------------------------------------------------------------ watching
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -244,7 +247,7 @@ def test_the_readme_documents_every_field_of_a_graph_view(server: AppServer) -> 
     assert status == 200
     view["executors"] = {}  # its keys are executor names, not fields
     assert view["running"] == []  # a run's fields: test_dashboard's served test sees one live
-    assert _keys(view, set()) | {"run_id", "age_ms", "nodes_running"} == documented
+    assert _keys(view, set()) | {"run_id", "age_ms", "nodes_running", "retired"} == documented
 
 
 def test_graph_names_with_a_slash(tmp_path: Path) -> None:
@@ -267,3 +270,75 @@ def test_graph_names_with_a_slash(tmp_path: Path) -> None:
         assert set(body["error"]) == {"message", "type", "param", "code"}
     finally:
         app.stop()
+
+
+class BlockingCalculator(Calculator):
+    """Holds every request until :data:`RELEASE` is set."""
+
+    IN = Input("HTTP_REQUEST_PAYLOAD")
+    OUT = Output("HTTP_RESPONSE_PAYLOAD")
+
+    def process(self, cc: CalculatorContext) -> None:
+        assert RELEASE.wait(60)
+        raise ValueError("released")
+
+
+RELEASE = threading.Event()
+
+
+def test_runs_on_a_graph_replaced_by_a_reload_stay_listed_until_they_end(tmp_path: Path) -> None:
+    folder = tmp_path / "held"
+    folder.mkdir()
+    graph = RAISING_GRAPH.replace("RaisingCalculator", "BlockingCalculator")
+    (folder / "graph.pbtxt").write_text(graph)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(
+        {"model_config_list": [{"config": {"name": "held", "base_path": str(folder)}}]}))
+    RELEASE.clear()
+    with registry.override("BlockingCalculator", BlockingCalculator):
+        repo = ModelRepository({})
+        repo.load_config(config)
+        app = AppServer(repo)
+        request = threading.Thread(target=_chat, args=(app, "held"), daemon=True)
+        try:
+            request.start()
+            deadline = time.monotonic() + 30
+            while not app.json("GET", "/v1/graphs/held")[1]["running"]:
+                assert time.monotonic() < deadline, "the request never showed as running"
+                time.sleep(0.05)
+            (folder / "graph.pbtxt").write_text(graph + "# changed\n")
+            assert repo.reload()["reloaded"] == ["held"]
+            running = app.json("GET", "/v1/graphs/held")[1]["running"]
+            assert [(r["retired"], r["nodes_running"]) for r in running] == [(True, ["raiser"])]
+            RELEASE.set()
+            request.join(30)
+            assert not request.is_alive()
+            assert app.json("GET", "/v1/graphs/held")[1]["running"] == []
+        finally:
+            RELEASE.set()
+            app.stop()
+            for definition in repo.definitions():
+                definition.unload()
+
+
+def test_a_reload_reloads_the_graphs_whose_file_changed_and_only_those(tmp_path: Path) -> None:
+    passthrough = ('input_stream: "in"\noutput_stream: "out"\nnode { name: "only" '
+                   'calculator: "PassThroughCalculator" input_stream: "in" '
+                   'output_stream: "out" }\n')
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "graph.pbtxt").write_text(passthrough)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_config_list": [
+        {"config": {"name": n, "base_path": str(tmp_path / n)}} for n in ("a", "b")]}))
+    repo = ModelRepository({})
+    repo.load_config(config)
+    try:
+        assert repo.reload() == {"added": [], "removed": [], "reloaded": []}
+        (tmp_path / "b" / "graph.pbtxt").write_text(passthrough.replace('"only"', '"renamed"'))
+        assert repo.reload() == {"added": [], "removed": [], "reloaded": ["b"]}
+        assert [n.name for n in repo.get("b").validated.nodes] == ["renamed"]
+        assert repo.reload() == {"added": [], "removed": [], "reloaded": []}
+    finally:
+        for definition in repo.definitions():
+            definition.unload()

@@ -17,7 +17,7 @@ from ovgraph.errors import ServableNotFoundError, ServableNotReadyError, Unautho
 from ovgraph.frontends.auth import UNAUTHORIZED_MESSAGE, authorized
 from ovgraph.frontends.rest.handlers import BaseHandler
 from ovgraph.frontends.rest.routes import Route
-from ovgraph.graph_view import with_stats
+from ovgraph.graph_view import running_runs, with_stats
 
 __all__ = [
     "DASHBOARD_DIR", "DashboardHandler", "GraphListHandler", "GraphStatsHandler", "graph_routes",
@@ -78,6 +78,9 @@ class GraphStatsHandler(_GraphApiHandler):
             return
         view = with_stats(validated, definition.name)
         view["state"] = definition.state
+        # Runs that started on a graph a config reload has since replaced still run on it.
+        for graph in self.repository.retired(name):
+            view["running"] += [{**run, "retired": True} for run in running_runs(graph)]
         self.write_json(view)
 
 
