@@ -8,6 +8,7 @@ cancels whatever is left, stops the frontends and exits 0. A second signal stops
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -268,6 +269,10 @@ def run_server(config: ServeConfig) -> int:
     except OvGraphError as exc:
         print(f"ovgraph: {exc}", file=sys.stderr)
         return 2
+    # The ~40,000 objects of start-up (modules, graphs, servables) live as long as the server:
+    # out of the cycle collector's reach, a full collection (run after big bodies, holding the
+    # GIL) no longer walks them (7-10 ms -> under 1 ms here). Refcounting still frees them.
+    gc.freeze()
     loop = IOLoop.current()
 
     def on_signal() -> None:

@@ -230,7 +230,8 @@ def trim_heap(min_interval: float = 0.25) -> None:
     The server calls this after answering a big body: its run's objects wait in reference
     cycles for Python's cycle collector (which a quiet server runs rarely), and the freed heap
     pieces stay with glibc until ``malloc_trim``; without both, each big request raised the
-    resident memory a little more. A collection takes about 25 ms here (GIL held).
+    resident memory a little more. A collection holds the GIL; ``run_server`` freezes the
+    start-up objects (``gc.freeze``) so that it walks only what came after.
     """
     import time
 

@@ -143,6 +143,15 @@ def _wait(what: Callable[[], bool], timeout: float, message: str) -> None:
     raise AssertionError(message)
 
 
+def _grpc_live(client: Any, app: str) -> bool:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return bool(client.is_server_live(headers={"application": app}))
+    except InferenceServerException:
+        return False
+
+
 def _running(cluster: LocalCluster, app: str = "ovgraph") -> int:
     status = cluster.command("status")
     return int(status["apps"].get(app, {}).get("replicas", {}).get("RUNNING", 0))
@@ -304,6 +313,9 @@ def test_config_file_with_one_application_per_model(
     assert [m.id for m in client.models.list().data] == [MODEL]  # this application's only
     grpc = tg.InferenceServerClient(cluster.grpc_target)
     try:
+        # Ray's gRPC route table may reach the ingress a moment after the application reports
+        # RUNNING (NOT_FOUND "Application 'passthrough' not found" until then).
+        _wait(lambda: _grpc_live(grpc, "passthrough"), 60, "no gRPC route to the application")
         x = np.array([1, 2, 3], dtype=np.int64)
         tensor = tg.InferInput("in", [3], "INT64")
         tensor.set_data_from_numpy(x)
