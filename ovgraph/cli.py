@@ -65,8 +65,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         contributor.add_arguments(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ovgraph`` argument parser."""
+def build_parser(describe_commands: bool = False) -> argparse.ArgumentParser:
+    """The ``ovgraph`` argument parser.
+
+    ``describe_commands`` reads the contributed subcommands' help lines (their modules'
+    docstrings): only the top-level ``--help`` shows them, so parsing does not pay for it.
+    """
     parser = argparse.ArgumentParser(prog="ovgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     _add_serve_flags(sub.add_parser("serve", help="serve graphs over REST (and gRPC)"))
@@ -80,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     expand.add_argument("path")
     sub.add_parser("calculators", help="list registered calculators, their ports and packages")
     for name, command in plugins.commands().items():
-        sub.add_parser(name, add_help=False, help=command.help)
+        sub.add_parser(name, add_help=False, help=command.help if describe_commands else None)
     return parser
 
 
@@ -95,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ovgraph`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv in (["--help"], ["-h"]):
-        build_parser().print_help()
+        build_parser(describe_commands=True).print_help()
         return 0
     if not argv or argv[0].startswith("--"):
         argv = ["serve", *argv]

@@ -66,12 +66,7 @@ class GraphEntry:
 
     def identity(self) -> tuple[Any, ...]:
         """What, when changed, makes a reload necessary."""
-        checksum = None
-        if self.graph_path is not None:
-            try:
-                checksum = hashlib.sha256(self.graph_path.read_bytes()).hexdigest()
-            except OSError:
-                checksum = None
+        checksum = _digest(self.graph_path) if self.graph_path is not None else None
         return (self.graph_path, self.text, self.base_path, checksum)
 
 
@@ -221,15 +216,14 @@ class ModelRepository:
     def _retire(self, name: str, definition: GraphDefinition | None) -> None:
         """Remember a replaced graph while runs may still hold it (call with the lock)."""
         if definition is not None and definition.validated is not None:
-            self._retired.setdefault(name, []).append(weakref.ref(definition.validated))
+            alive = [ref for ref in self._retired.get(name, []) if ref() is not None]
+            self._retired[name] = [*alive, weakref.ref(definition.validated)]
 
     def retired(self, name: str) -> list[Any]:
         """The ``ValidatedGraph``s of ``name`` that reloads replaced and runs still hold."""
         with self._lock:
-            graphs = [g for ref in self._retired.pop(name, []) if (g := ref()) is not None]
-            if graphs:
-                self._retired[name] = [weakref.ref(g) for g in graphs]
-        return graphs
+            refs = list(self._retired.get(name, []))
+        return [graph for ref in refs if (graph := ref()) is not None]
 
     # ------------------------------------------------------------------ watching
 
