@@ -143,13 +143,18 @@ def _wait(what: Callable[[], bool], timeout: float, message: str) -> None:
     raise AssertionError(message)
 
 
-def _grpc_live(client: Any, app: str) -> bool:
+def _grpc_live(target: str, app: str) -> bool:
+    """Whether ``app`` answers ServerLive over gRPC, on a connection of its own."""
+    import tritonclient.grpc as tg
     from tritonclient.utils import InferenceServerException
 
+    client = tg.InferenceServerClient(target)
     try:
         return bool(client.is_server_live(headers={"application": app}))
     except InferenceServerException:
         return False
+    finally:
+        client.close()
 
 
 def _running(cluster: LocalCluster, app: str = "ovgraph") -> int:
@@ -311,11 +316,13 @@ def test_config_file_with_one_application_per_model(
         model=MODEL, messages=_red_circle_messages(), max_completion_tokens=20)
     assert answer.choices[0].message.content == "A red circle."
     assert [m.id for m in client.models.list().data] == [MODEL]  # this application's only
+    # The new application's gRPC route may reach the ingress after it reports RUNNING (NOT_FOUND
+    # "Application 'passthrough' not found" until then); behind HAProxy a connection opened
+    # before HAProxy reloaded keeps the old routes, so every probe opens its own.
+    _wait(lambda: _grpc_live(cluster.grpc_target, "passthrough"), 60,
+          "no gRPC route to the application")
     grpc = tg.InferenceServerClient(cluster.grpc_target)
     try:
-        # Ray's gRPC route table may reach the ingress a moment after the application reports
-        # RUNNING (NOT_FOUND "Application 'passthrough' not found" until then).
-        _wait(lambda: _grpc_live(grpc, "passthrough"), 60, "no gRPC route to the application")
         x = np.array([1, 2, 3], dtype=np.int64)
         tensor = tg.InferInput("in", [3], "INT64")
         tensor.set_data_from_numpy(x)
