@@ -42,9 +42,11 @@ GRPC_PORT = 9000
 #: Ray Serve's ingress modes and the variables that select them (read by every Ray process).
 #: ``haproxy``: Ray's HAProxy in front of replicas that serve HTTP and gRPC themselves (direct
 #: ingress) with its throughput-optimised settings; ``proxy``: Ray's Python proxy actor, which
-#: hands each request to a replica through actor calls.
+#: hands each request to a replica through actor calls. Behind HAProxy, a request whose replica
+#: closed the connection without answering (killed while holding it) goes to another replica.
 INGRESS_ENV: dict[str, dict[str, str]] = {
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response"},
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
 }
 

@@ -263,7 +263,9 @@ def test_kill_a_replica_under_load(cluster: LocalCluster) -> None:
         _wait(lambda: load.total >= 40, 120, "no load")
         assert cluster.command("kill", pid=before[0])["ok"]
         killed_at = load.total
-        _wait(lambda: load.total >= killed_at + 320, 300, "the load stalled after the kill")
+        # Long enough that the most the kill may fail, the 4 workers' requests the replica
+        # held, stays under 1 % of the whole load.
+        _wait(lambda: load.total >= killed_at + 420, 300, "the load stalled after the kill")
     outcomes = load.outcomes
     failed = load.total - outcomes[200]
     print(f"kill -9 of a replica under load: {dict(outcomes)} over {dict(load.replicas)}")
