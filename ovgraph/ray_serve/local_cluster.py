@@ -83,6 +83,7 @@ class LocalCluster:
         self._listeners = [_listen(), _listen()]
         self.url = f"http://127.0.0.1:{self._listeners[0].getsockname()[1]}"
         self.grpc_target = f"127.0.0.1:{self._listeners[1].getsockname()[1]}"
+        self.ingress = ingress
         self.log_path = Path(log_path or tempfile.mktemp(prefix="ovgraph-ray-", suffix=".log"))
         self._log = self.log_path.open("wb")
         spec = {
