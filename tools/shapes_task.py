@@ -200,13 +200,21 @@ class PictureRange:
     fraction: tuple[float, float]  # larger bounding-box side / shorter picture side
     rotated_squares: bool
     jpeg_quality: tuple[int, int]
+    #: share of pictures whose shape is drawn from the small end only (up to SMALL_FRACTION)
+    small_share: float = 0.0
 
 
-#: The pictures the embedded model is trained on.
+#: Upper end of the "small" shapes :attr:`PictureRange.small_share` draws more of.
+SMALL_FRACTION = 0.30
+#: The pictures the first embedded model was trained on.
 CLASSIC = PictureRange(("white", "grey"), (0.25, 0.60), False, (70, 95))
 #: Harder pictures: dark and coloured backgrounds, 15-95 % shapes, rotated squares, JPEG 20-95.
 WIDE = PictureRange(BACKGROUNDS, (0.15, 0.95), True, (20, 95))
-PICTURE_RANGES: dict[str, PictureRange] = {"classic": CLASSIC, "wide": WIDE}
+#: WIDE with more small shapes (for training: small shapes are the hardest to tell apart).
+WIDE_SMALL = dataclasses.replace(WIDE, small_share=0.35)
+PICTURE_RANGES: dict[str, PictureRange] = {
+    "classic": CLASSIC, "wide": WIDE, "wide-small": WIDE_SMALL,
+}  # fmt: skip
 
 
 def draw_picture(
@@ -227,7 +235,11 @@ def draw_picture(
         width, height = height, width
     background = background or rng.choice(pictures.backgrounds)
     image = Image.new("RGB", (width, height), _background(rng, background))
-    fraction = fraction if fraction is not None else rng.uniform(*pictures.fraction)
+    if fraction is None:
+        low, high = pictures.fraction
+        if pictures.small_share and rng.random() < pictures.small_share:
+            high = min(high, SMALL_FRACTION)
+        fraction = rng.uniform(low, high)
     extent = fraction * min(width, height)
     draw = ImageDraw.Draw(image)
     fill = COLOURS[colour]

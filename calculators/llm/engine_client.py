@@ -451,6 +451,8 @@ class EngineClient:
         while not self.closed:
             try:
                 child = EngineProcess(self.key, self._on_exit)
+            except RuntimeError:  # the spawner is shut down: the interpreter is exiting
+                return
             except ValueError as exc:
                 with self.lock:
                     self.problem = f"Engine process failed to start: {exc}; retrying"
@@ -488,6 +490,8 @@ class EngineClient:
             )
             try:
                 child = EngineProcess(self.key, self._on_exit)
+            except RuntimeError:  # the spawner is shut down: the interpreter is exiting
+                return
             except ValueError as exc:
                 logger.error("Replacement engine failed to start: %s", exc)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -17,7 +18,9 @@ from tools.shapes_task import (
     Q_SHAPE,
     REPORT_TOOL,
     SHAPES,
+    SMALL_FRACTION,
     WIDE,
+    WIDE_SMALL,
     draw_picture,
     grade,
     grade_json,
@@ -27,7 +30,7 @@ from tools.shapes_task import (
     tool_call_text,
 )
 
-# The tool exactly as issue #15 gives it.
+# The tool exactly as the README's agent loop and the model card give it.
 ISSUE_TOOL = (
     '{"type":"function","function":{"name":"report_shape","description":"Report the shape and '
     'colour seen in the picture.","parameters":{"type":"object","properties":{"shape":{"type":'
@@ -54,6 +57,30 @@ def test_pictures_cover_the_wider_range() -> None:
     for p in pictures:
         assert 64 <= p.width <= 512 and 64 <= p.height <= 512
         assert max(p.width, p.height) <= 2 * min(p.width, p.height)
+
+
+WIDE_DIGEST = "11ab49a39bd4d7cd5ad4c67484d4d8653854300f21c518446f3fe1f82eaae0be"
+
+
+def test_wide_small_draws_more_small_shapes_over_the_same_range() -> None:
+    def small_share(pictures: list) -> float:
+        return sum(p.fraction < SMALL_FRACTION for p in pictures) / len(pictures)
+
+    wide = [draw_picture(random.Random(k), pictures=WIDE) for k in range(400)]
+    more = [draw_picture(random.Random(k), pictures=WIDE_SMALL) for k in range(400)]
+    assert small_share(wide) < 0.25 < 0.4 < small_share(more)
+    assert all(0.15 <= p.fraction <= 0.95 for p in more)
+    assert max(p.fraction for p in more) > 0.9
+    # The ranges without the emphasis draw exactly the pictures they drew before it existed
+    # (the held-out evaluation set stays the same). Golden digest: the same expression over
+    # draw_picture as it was before small_share was added.
+    rng = random.Random(20260)
+    drawn = [draw_picture(rng, pictures=WIDE) for _ in range(20)]
+    described = repr([
+        (p.shape, p.colour, p.width, p.height, p.background, round(p.fraction, 6), p.quality)
+        for p in drawn
+    ])  # fmt: skip
+    assert hashlib.sha256(described.encode()).hexdigest() == WIDE_DIGEST
 
 
 @pytest.mark.parametrize("background", ["dark", "colour", "white", "grey"])

@@ -177,12 +177,23 @@ def test_red_circle_unary_and_streamed(cluster: LocalCluster) -> None:
     assert sorted(m.id for m in client.models.list().data) == ["passthrough", MODEL]
 
 
-def test_both_replicas_serve(cluster: LocalCluster) -> None:
+def _replicas_answering(cluster: LocalCluster, timeout: float = 90.0) -> Counter[str]:
+    """Sequential chats until two replicas have answered (or ``timeout``); who answered.
+
+    A replica Ray reports RUNNING joins HAProxy's backend only once HAProxy's own health
+    checks pass, a few seconds later, so the first requests may all reach one replica.
+    """
     seen: Counter[str] = Counter()
-    for _ in range(24):
+    deadline = time.monotonic() + timeout
+    while len(seen) < 2 and time.monotonic() < deadline:
         status, headers, _ = _post(cluster.url + "/v3/chat/completions", _chat_body())
         assert status == 200
         seen[headers[REPLICA_HEADER]] += 1
+    return seen
+
+
+def test_both_replicas_serve(cluster: LocalCluster) -> None:
+    seen = _replicas_answering(cluster)
     assert len(seen) == 2, seen
     print(f"resident memory by process (MiB): {cluster.command('memory')['rss_mib']}")
 
@@ -274,12 +285,8 @@ def test_kill_a_replica_under_load(cluster: LocalCluster) -> None:
     _wait(lambda: _running(cluster) == 2, 180, "the replica did not come back")
     after = cluster.command("replica_pids")["pids"]
     assert before[0] not in after and len(after) == 2
-    seen: set[str] = set()
-    for _ in range(24):
-        status, headers, _ = _post(cluster.url + "/v3/chat/completions", _chat_body())
-        assert status == 200
-        seen.add(headers[REPLICA_HEADER])
-    assert len(seen) == 2
+    seen = _replicas_answering(cluster)
+    assert len(seen) == 2, seen
 
 
 def test_scale_up_from_one_to_two_under_load(cluster: LocalCluster, repository: Path) -> None:
