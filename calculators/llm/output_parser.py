@@ -51,6 +51,8 @@ class OutputParser:
         tools: the request's tools (after ``tool_choice`` filtering); tool calls are only looked
             for when there are some.
         implicit_reasoning: the prompt ends with the reasoning start tag.
+        max_calls: the most tool calls the answer carries (``parallel_tool_calls: false``: 1);
+            later ones are dropped, as text the model wrote after them. None: no limit.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class OutputParser:
         reasoning_parser: ReasoningParser | None,
         tools: list[dict[str, Any]] | None,
         implicit_reasoning: bool = False,
+        max_calls: int | None = None,
     ) -> None:
         self.tool_parser = tool_parser if tools else None
+        self.max_calls = max_calls
         self.reasoning_parser = reasoning_parser
         self.tools = tools
         self.implicit = implicit_reasoning and reasoning_parser is not None
@@ -98,7 +102,7 @@ class OutputParser:
         if new:
             self.sent_content = parsed.content
             deltas.append({"content": new})
-        for index, call in enumerate(parsed.calls):
+        for index, call in enumerate(parsed.calls[: self.max_calls]):
             deltas.extend(self._call_deltas(index, call))
         return deltas
 
@@ -141,6 +145,7 @@ class OutputParser:
         dropped = len(parsed.calls) - len(calls)
         if dropped:
             logger.debug("Dropped %d tool call(s) that are not valid JSON calls", dropped)
+        calls = calls[: self.max_calls]
         return ParsedMessage(
             parsed.content, reasoning if self.reasoning_parser is not None else None, calls
         )

@@ -17,8 +17,11 @@ signed 32-bit range is not a "valid number" for float fields. Deliberate additio
 * NaN and infinities are rejected wherever a number is expected;
 * ``content`` of a type other than string, array or null is rejected (OVMS drops it silently);
 * the fields OVMS documents as unsupported (``logit_bias``, ``functions``, vLLM's
-  ``stop_token_ids``, ``min_tokens``, …; `UNSUPPORTED_FIELDS`) are refused when set to a value
-  that would matter (OVMS ignores them).
+  ``stop_token_ids``, ``min_tokens``, …) and OpenAI's for what this server cannot do (audio
+  output, web search, stored completions; `UNSUPPORTED_FIELDS`) are refused when set to a value
+  that would matter (OVMS ignores them);
+* ``parallel_tool_calls: false`` keeps the first tool call only; ``reasoning_effort`` reaches
+  the template (`with_reasoning_effort`).
 
 Nothing here imports openvino; images are only collected (their URLs), never decoded.
 """
@@ -37,10 +40,12 @@ from ovgraph.errors import InvalidParameterError
 __all__ = [
     "DEFAULT_RESTRICTED_TOKENS",
     "METADATA_FIELDS",
+    "REASONING_EFFORTS",
     "UNSUPPORTED_FIELDS",
     "ChatRequest",
     "RequestLimits",
     "parse_chat_request",
+    "with_reasoning_effort",
 ]
 
 IMAGE_TAG_PREFIX = "<ov_genai_image_"
@@ -64,7 +69,7 @@ _COMMON_FIELDS = frozenset(
 )  # fmt: skip
 _CHAT_FIELDS = _COMMON_FIELDS | {
     "messages", "tools", "tool_choice", "max_completion_tokens", "response_format",
-    "chat_template_kwargs",
+    "chat_template_kwargs", "parallel_tool_calls", "reasoning_effort",
 }  # fmt: skip
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt", "echo"}
 
@@ -94,9 +99,24 @@ UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "logits_processors": (bool, "logits_processors is not supported"),
     "suffix": (bool, "suffix is not supported"),
     "truncate_prompt_tokens": (lambda v: v is not None, "truncate_prompt_tokens is not supported"),
+    # OpenAI fields for what this server cannot do
+    "modalities": (
+        lambda v: v not in (None, ["text"]), "modalities other than [\"text\"] are not supported"
+    ),
+    "audio": (lambda v: v is not None, "audio output is not supported"),
+    "web_search_options": (lambda v: v is not None, "web_search_options is not supported"),
+    "store": (lambda v: v not in (None, False), "store is not supported: answers are not stored"),
+    "verbosity": (lambda v: v not in (None, "medium"), "verbosity is not supported"),
 }
-#: Accepted, with no effect on the answer by definition (OpenAI: an end-user id for monitoring).
-METADATA_FIELDS = frozenset({"user"})
+#: Accepted, with no effect on the answer by definition: ids and labels for the client's own
+#: monitoring (``user``, ``safety_identifier``, ``metadata``), routing and billing hints
+#: (``prompt_cache_key``, ``service_tier``) and ``prediction``, which may only make an answer
+#: faster, never different.
+METADATA_FIELDS = frozenset(
+    {"user", "safety_identifier", "metadata", "prompt_cache_key", "service_tier", "prediction"}
+)
+#: ``reasoning_effort`` values (OpenAI's); any but "none" turns the template's thinking on.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _MESSAGE_STRING_KEYS = ("role", "content", "tool_call_id", "name", "reasoning_content")
 #: Template variables the server sets itself; a request may not override them.
 RESERVED_TEMPLATE_KWARGS = ("messages", "tools", "bos_token", "eos_token", "pad_token")
@@ -164,6 +184,8 @@ class ChatRequest:
     logprobs: bool = False
     tools: list[dict[str, Any]] | None = None
     tool_choice: str = "none"
+    #: most tool calls an answer carries (``parallel_tool_calls: false`` -> 1); None: no limit
+    max_tool_calls: int | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     skip_special_tokens: bool = True
@@ -548,6 +570,26 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
             raise _fail("chat_template_kwargs must be an object", "chat_template_kwargs")
         _refuse_reserved_kwargs(body["chat_template_kwargs"])
         req.chat_template_kwargs = body["chat_template_kwargs"]
+    if _present(body, "reasoning_effort"):
+        req.chat_template_kwargs = with_reasoning_effort(
+            req.chat_template_kwargs, body["reasoning_effort"], "reasoning_effort"
+        )
+
+
+def with_reasoning_effort(
+    kwargs: dict[str, Any] | None, effort: Any, param: str
+) -> dict[str, Any]:
+    """Template kwargs for a reasoning effort; kwargs the request sets itself win.
+
+    The effort reaches the template as ``reasoning_effort`` (as vLLM passes it) and turns
+    ``enable_thinking`` on (as OVMS does for the Responses API), or off for ``"none"``.
+    """
+    if effort not in REASONING_EFFORTS:
+        raise _fail(f"{param} must be one of: {', '.join(REASONING_EFFORTS)}", param)
+    merged = dict(kwargs or {})
+    merged.setdefault("enable_thinking", effort != "none")
+    merged.setdefault("reasoning_effort", effort)
+    return merged
 
 
 _RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
@@ -704,6 +746,11 @@ def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:
         else:
             raise _fail("tool_choice is not a valid JSON object or string", "tool_choice")
 
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise _fail("parallel_tool_calls is not a boolean", "parallel_tool_calls")
+    if parallel is False:
+        req.max_tool_calls = 1
     tools = None if choice == "none" else body.get("tools")
     if tools is None:
         req.tools, req.tool_choice = None, "none"

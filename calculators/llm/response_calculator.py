@@ -206,7 +206,8 @@ class OpenAIResponseCalculator(LLMNodeCalculator):
         resources: LLMResources = cc.resources
         parsers = graph_parsers(cc.options, resources.servable.tokenizer.chat_template)
         parser = OutputParser(
-            parsers.tool_parser, parsers.reasoning_parser, request.tools, ctx.implicit_reasoning
+            parsers.tool_parser, parsers.reasoning_parser, request.tools, ctx.implicit_reasoning,
+            max_calls=request.max_tool_calls,
         )
         return parser if parser.active or request.endpoint == "responses" else None
 

@@ -12,10 +12,16 @@ A Responses body is rewritten into the ``/chat/completions`` body it means and v
 * ``tools`` — function tools (flat ``{"type": "function", "name", "parameters"}``);
 * ``text.format`` — ``text``, ``json_object`` or ``json_schema`` (``name``, ``schema``,
   ``strict``), i.e. ``response_format``;
-* ``reasoning.effort`` — any value sets ``chat_template_kwargs.enable_thinking`` (as OVMS).
+* ``reasoning.effort`` — reaches the template as ``reasoning_effort`` and turns
+  ``chat_template_kwargs.enable_thinking`` on (as OVMS), or off for ``"none"``;
+* ``parallel_tool_calls: false`` and ``max_tool_calls`` — the most calls the answer carries;
+* ``metadata``, ``user``, ``safety_identifier``, ``prompt_cache_key``, ``service_tier`` —
+  accepted, no effect on the answer (``metadata`` is repeated in the response).
 
 ``stream_options`` is refused (usage is always in ``response.completed``, as in OVMS), and so
-are ``previous_response_id``, ``conversation`` and ``background``, which need stored responses.
+are ``store: true``, ``previous_response_id``, ``conversation`` and ``background``, which need
+stored responses, and what the server cannot do: ``include``, ``prompt``,
+``truncation: "auto"``, ``text.verbosity`` other than ``"medium"``, ``top_logprobs``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,13 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
+from calculators.llm.request_validation import (
+    METADATA_FIELDS,
+    ChatRequest,
+    RequestLimits,
+    parse_chat_request,
+    with_reasoning_effort,
+)
 from ovgraph.errors import InvalidParameterError
 
 __all__ = ["ResponsesEcho", "parse_responses_request"]
@@ -36,11 +48,13 @@ _SHARED = (
     "n", "best_of", "length_penalty", "min_p", "top_k", "repetition_penalty",
     "frequency_penalty", "presence_penalty", "seed", "num_assistant_tokens",
     "assistant_confidence_threshold", "max_ngram_size", "response_format",
+    "parallel_tool_calls", "top_logprobs",
 )  # fmt: skip
-_OWN = frozenset(
-    {"input", "instructions", "max_output_tokens", "text", "reasoning", "stream_options"}
-)
-_STORED = ("previous_response_id", "conversation", "background")
+_OWN = frozenset({
+    "input", "instructions", "max_output_tokens", "text", "reasoning", "stream_options",
+    "max_tool_calls", "truncation", "include", "prompt",
+})  # fmt: skip
+_STORED = ("store", "previous_response_id", "conversation", "background")
 _ROLES = ("user", "assistant", "system", "developer")
 
 
@@ -56,6 +70,9 @@ class ResponsesEcho:
     temperature: float | None = None
     top_p: float | None = None
     reasoning: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parallel_tool_calls: bool = True
+    max_tool_calls: int | None = None
 
 
 def _fail(message: str, param: str) -> InvalidParameterError:
@@ -76,6 +93,7 @@ def parse_responses_request(body: dict[str, Any], limits: RequestLimits) -> Chat
             raise _fail(f"{name} is not supported: responses are not stored", name)
     if "stream_options" in body:
         raise _fail("stream_options is not supported in Responses API.", "stream_options")
+    _refuse_what_cannot_be_done(body)
     chat: dict[str, Any] = {key: body[key] for key in _SHARED if key in body}
     messages = _messages(body)
     chat["messages"] = messages
@@ -109,20 +127,43 @@ def parse_responses_request(body: dict[str, Any], limits: RequestLimits) -> Chat
         if not isinstance(reasoning, dict):
             raise _fail("reasoning is not an object", "reasoning")
         if effort is not None:
-            if effort not in ("low", "medium", "high"):
-                raise _fail("reasoning.effort must be one of: low, medium, high", "reasoning")
             kwargs = chat.get("chat_template_kwargs")
-            kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
-            kwargs.setdefault("enable_thinking", True)
-            chat["chat_template_kwargs"] = kwargs
+            chat["chat_template_kwargs"] = with_reasoning_effort(
+                kwargs if isinstance(kwargs, dict) else None, effort, "reasoning.effort"
+            )
         echo.reasoning = {"effort": effort, "summary": reasoning.get("summary")}
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _fail("metadata is not an object", "metadata")
+    echo.metadata = dict(metadata or {})
     request = parse_chat_request(chat, endpoint="chat", limits=limits)
+    echo.parallel_tool_calls = request.max_tool_calls is None
+    if body.get("max_tool_calls") is not None:
+        value = body["max_tool_calls"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _fail("max_tool_calls is not a positive integer", "max_tool_calls")
+        request.max_tool_calls = min(value, request.max_tool_calls or value)
+        echo.max_tool_calls = value
     request.endpoint = "responses"
     request.responses = echo
     request.ignored_fields = [
-        key for key in body if key not in _SHARED and key not in _OWN and key not in _STORED
-    ]
+        key for key in body
+        if key not in _SHARED and key not in _OWN and key not in _STORED
+        and key not in METADATA_FIELDS
+    ]  # fmt: skip
     return request
+
+
+def _refuse_what_cannot_be_done(body: dict[str, Any]) -> None:
+    if body.get("include"):
+        raise _fail("include is not supported", "include")
+    if body.get("prompt") is not None:
+        raise _fail("prompt is not supported: there are no stored prompts", "prompt")
+    if body.get("truncation") not in (None, "disabled"):
+        raise _fail('truncation: only "disabled" is supported', "truncation")
+    text = body.get("text")
+    if isinstance(text, dict) and text.get("verbosity") not in (None, "medium"):
+        raise _fail("text.verbosity is not supported", "text.verbosity")
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -293,12 +293,14 @@ def structured_output_fields(
     tool_choice: str,
     tool_parser: Any,
     guided_tools: bool,
+    one_call: bool = False,
 ) -> dict[str, str] | None:
     """The ``StructuredOutputConfig`` string fields a request asks for, or None.
 
     A forced tool call (``tool_choice`` ``required`` or a function name, with a tool parser)
     wins over ``response_format``; ``enable_tool_guided_generation`` constrains calls the model
-    chooses to make (``auto``) when no ``response_format`` is given.
+    chooses to make (``auto``) when no ``response_format`` is given. A named function or
+    ``one_call`` (``parallel_tool_calls: false``) ends generation after the first call.
 
     Raises:
         InvalidParameterError: a schema that cannot be enforced (400 naming the problem).
@@ -322,9 +324,8 @@ def structured_output_fields(
             "type": "structural_tag",
             "format": {
                 "type": "triggered_tags", "triggers": [tool_parser.trigger()], "tags": tags,
-                "at_least_one": forced, "stop_after_first": tool_choice not in (
-                    "none", "auto", "required"
-                ),
+                "at_least_one": forced,
+                "stop_after_first": one_call or tool_choice not in ("none", "auto", "required"),
             },
         }
         return {"structural_tags_config": json.dumps(structural, ensure_ascii=False)}

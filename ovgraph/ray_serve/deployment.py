@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -87,6 +88,9 @@ class OvgraphReplica:
         self.server = await asyncio.to_thread(ReplicaServer, config, loop)
         replica = serve.get_replica_context().replica_id.unique_id
         self.server.asgi.extra_headers.append((REPLICA_HEADER.encode(), replica.encode()))
+        # As in ``ovgraph serve``: start-up objects out of the cycle collector's reach, so the
+        # collection after a big body walks only what came after.
+        gc.freeze()
 
     def __serve_build_asgi_app__(self) -> Any:
         return self.server.asgi

@@ -113,6 +113,18 @@ def test_streamed_matches_unary(
     assert [(got_calls[i][1], json.loads(got_calls[i][2])) for i in sorted(got_calls)] == calls
 
 
+@pytest.mark.parametrize("step", [1, 7, 1000])
+def test_one_call_when_parallel_calls_are_off(step: int) -> None:
+    """``parallel_tool_calls: false``: the first call only, unary and streamed."""
+    name, text, content, calls = CASES[0]  # two calls
+    unary = OutputParser(get_tool_parser(name), None, TOOLS, max_calls=1).finish(text)
+    assert [(c.name, json.loads(c.arguments)) for c in unary.tool_calls] == calls[:1]
+    parser = OutputParser(get_tool_parser(name), None, TOOLS, max_calls=1)
+    got_content, _, got_calls = _collect(_stream(parser, text, step))
+    assert got_content == content
+    assert [(got_calls[i][1], json.loads(got_calls[i][2])) for i in sorted(got_calls)] == calls[:1]
+
+
 def test_arguments_stream_in_fragments() -> None:
     text = CASES[0][1]
     deltas = _stream(OutputParser(get_tool_parser("hermes3"), None, TOOLS), text, 2)
@@ -275,3 +287,14 @@ def test_auto_tool_choice_is_only_guided_when_enabled() -> None:
     assert structured_output_fields(None, TOOLS, "auto", parser, False) is None
     guided = structured_output_fields(None, TOOLS, "auto", parser, True)
     assert not json.loads(guided["structural_tags_config"])["format"]["at_least_one"]
+
+
+def test_one_call_ends_a_forced_or_guided_generation_after_the_first_call() -> None:
+    parser = get_tool_parser("hermes3")
+    for choice, guided in (("required", False), ("auto", True)):
+        def tag(one_call: bool, choice: str = choice, guided: bool = guided) -> dict:
+            fields = structured_output_fields(None, TOOLS, choice, parser, guided, one_call)
+            return json.loads(fields["structural_tags_config"])["format"]
+
+        assert not tag(False)["stop_after_first"]
+        assert tag(True)["stop_after_first"]

@@ -952,8 +952,8 @@ def test_images_at_limit_accepted() -> None:
 
 def test_unknown_fields_are_reported_not_rejected() -> None:
     req = parse(chat(user="u", service_tier="x", logit_bias={}, prompt="p", foo=None))
-    # user is metadata and an empty logit_bias is neutral: neither is reported
-    assert req.ignored_fields == ["service_tier", "prompt", "foo"]
+    # user and service_tier are metadata and an empty logit_bias is neutral: none is reported
+    assert req.ignored_fields == ["prompt", "foo"]
     req = parse(completion(messages=[], tools=1, max_completion_tokens="x"), "completions")
     assert req.ignored_fields == ["messages", "tools", "max_completion_tokens"]
 
@@ -976,6 +976,12 @@ def test_unknown_fields_are_reported_not_rejected() -> None:
         ("truncate_prompt_tokens", 10, "truncate_prompt_tokens is not supported"),
         # OpenAI completions insertion
         ("suffix", "end", "suffix is not supported"),
+        # OpenAI fields for what the server cannot do
+        ("modalities", ["text", "audio"], 'modalities other than ["text"] are not supported'),
+        ("audio", {"voice": "alloy", "format": "wav"}, "audio output is not supported"),
+        ("web_search_options", {}, "web_search_options is not supported"),
+        ("store", True, "store is not supported: answers are not stored"),
+        ("verbosity", "low", "verbosity is not supported"),
     ],
 )
 def test_unsupported_fields_with_an_effect_are_refused(
@@ -996,6 +1002,15 @@ def test_unsupported_fields_with_an_effect_are_refused(
         ("min_tokens", 0),  # the default
         ("detokenize", True),  # the default
         ("use_beam_search", False),  # off
+        ("modalities", ["text"]),  # what every answer is
+        ("store", False),  # the default
+        ("verbosity", "medium"),  # the default
+        # metadata: no effect on the answer by definition
+        ("metadata", {"k": "v"}),
+        ("safety_identifier", "u-1"),
+        ("prompt_cache_key", "k"),
+        ("service_tier", "auto"),
+        ("prediction", {"type": "content", "content": "A red circle."}),
     ],
 )
 def test_unsupported_fields_with_neutral_values_pass(field: str, value: object) -> None:
@@ -1020,3 +1035,38 @@ def test_module_does_not_import_openvino() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
     assert result.returncode == 0
+
+
+def test_parallel_tool_calls_false_allows_one_call() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert parse(chat(tools=tools)).max_tool_calls is None
+    assert parse(chat(tools=tools, parallel_tool_calls=True)).max_tool_calls is None
+    assert parse(chat(tools=tools, parallel_tool_calls=False)).max_tool_calls == 1
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(tools=tools, parallel_tool_calls="no"))
+    assert info.value.param == "parallel_tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("effort", "kwargs", "expected"),
+    [
+        ("high", None, {"enable_thinking": True, "reasoning_effort": "high"}),
+        ("none", None, {"enable_thinking": False, "reasoning_effort": "none"}),
+        # what the request sets itself wins
+        ("low", {"enable_thinking": False}, {"enable_thinking": False, "reasoning_effort": "low"}),
+    ],
+)
+def test_reasoning_effort_reaches_the_template(
+    effort: str, kwargs: dict | None, expected: dict
+) -> None:
+    body = chat(reasoning_effort=effort)
+    if kwargs is not None:
+        body["chat_template_kwargs"] = kwargs
+    assert parse(body).chat_template_kwargs == expected
+
+
+def test_unknown_reasoning_effort_is_refused() -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(reasoning_effort="max"))
+    assert info.value.param == "reasoning_effort"
+    assert "none, minimal, low, medium, high, xhigh" in str(info.value)

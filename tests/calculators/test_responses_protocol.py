@@ -48,10 +48,33 @@ def test_output_limit_format_and_reasoning() -> None:
         "tool_choice": {"type": "function", "name": "f"},
     }, LIMITS)
     assert request.max_tokens == 7
-    assert request.chat_template_kwargs == {"enable_thinking": True}
+    assert request.chat_template_kwargs == {"enable_thinking": True, "reasoning_effort": "high"}
     assert request.response_format["json_schema"]["schema"] == {"type": "object"}
     assert request.tool_choice == "f"
     assert request.responses.max_output_tokens == 7
+
+
+def test_tool_call_limits_metadata_and_neutral_values() -> None:
+    tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    request = parse_responses_request({
+        "model": "m", "input": "hi", "tools": tools, "store": False, "include": [],
+        "truncation": "disabled", "text": {"verbosity": "medium"}, "metadata": {"k": "v"},
+        "user": "u", "safety_identifier": "s", "prompt_cache_key": "p", "service_tier": "auto",
+    }, LIMITS)
+    assert request.max_tool_calls is None and request.ignored_fields == []
+    assert request.responses.metadata == {"k": "v"}
+    assert request.responses.parallel_tool_calls is True
+    request = parse_responses_request(
+        {"model": "m", "input": "hi", "tools": tools, "parallel_tool_calls": False}, LIMITS)
+    assert request.max_tool_calls == 1 and request.responses.parallel_tool_calls is False
+    request = parse_responses_request(
+        {"model": "m", "input": "hi", "tools": tools, "max_tool_calls": 3}, LIMITS)
+    assert request.max_tool_calls == 3 and request.responses.max_tool_calls == 3
+    request = parse_responses_request({
+        "model": "m", "input": "hi", "tools": tools, "max_tool_calls": 3,
+        "parallel_tool_calls": False,
+    }, LIMITS)
+    assert request.max_tool_calls == 1
 
 
 @pytest.mark.parametrize(
@@ -59,7 +82,18 @@ def test_output_limit_format_and_reasoning() -> None:
     [
         ({"input": 3}, "input"),  # neither string nor array
         ({"input": "x", "max_output_tokens": -1}, "max_output_tokens"),
-        ({"input": "x", "reasoning": {"effort": "extreme"}}, "reasoning"),
+        ({"input": "x", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"input": "x", "reasoning": "high"}, "reasoning"),
+        # what needs stored responses or what the server cannot do
+        ({"input": "x", "store": True}, "store"),
+        ({"input": "x", "include": ["reasoning.encrypted_content"]}, "include"),
+        ({"input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"input": "x", "truncation": "auto"}, "truncation"),
+        ({"input": "x", "text": {"verbosity": "high"}}, "text.verbosity"),
+        ({"input": "x", "top_logprobs": 3}, "top_logprobs"),
+        ({"input": "x", "max_tool_calls": 0}, "max_tool_calls"),
+        ({"input": "x", "parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        ({"input": "x", "metadata": ["a"]}, "metadata"),
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0]"),
         ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input[0].content"),
         ({"input": "x", "conversation": "c1"}, "conversation"),

@@ -91,6 +91,25 @@ def test_required_tool_choice_returns_a_parsed_call(client: openai.OpenAI) -> No
     assert "<tool_call>" not in (choice.message.content or "")
 
 
+def test_parallel_tool_calls_false_ends_after_one_call(client: openai.OpenAI) -> None:
+    # The same request as the "required" test above, which writes on to max_tokens: with
+    # parallel calls off, generation ends after the first call.
+    for stream in (False, True):
+        answer = client.chat.completions.create(
+            model=MODEL, messages=ASK, tools=[REPORT_SHAPE], tool_choice="required",
+            max_tokens=120, temperature=0, parallel_tool_calls=False, stream=stream,
+        )
+        if stream:
+            chunks = list(answer)
+            indexes = {c.index for ch in chunks for c in (ch.choices[0].delta.tool_calls or [])}
+            assert indexes == {0}
+            assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        else:
+            assert len(answer.choices[0].message.tool_calls) == 1
+            assert answer.choices[0].finish_reason == "tool_calls"
+            _check_call(answer.choices[0].message.tool_calls[0])
+
+
 def test_named_tool_choice_forces_that_function(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
         model=MODEL, messages=ASK, tools=[REPORT_SHAPE, GET_TIME], max_tokens=120,
@@ -264,6 +283,20 @@ def test_enable_thinking_reaches_the_template_and_reasoning_is_split(
     assert thinking.choices[0].message.content == ""
     assert plain.choices[0].message.content
     assert not plain.choices[0].message.model_extra.get("reasoning_content")
+
+
+def test_reasoning_effort_turns_thinking_on_and_off(client: openai.OpenAI) -> None:
+    def ask(effort: str) -> openai.types.chat.ChatCompletion:
+        return client.chat.completions.create(
+            model=MODEL, messages=ASK, max_tokens=12, temperature=0, reasoning_effort=effort,
+        )
+
+    high, none = ask("high"), ask("none")
+    assert high.usage.prompt_tokens > none.usage.prompt_tokens  # "<think>" rendered
+    assert high.choices[0].message.model_extra.get("reasoning_content")
+    assert none.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="reasoning_effort must be one of"):
+        ask("extreme")
 
 
 def test_streamed_reasoning_matches_unary(client: openai.OpenAI) -> None:

@@ -154,7 +154,28 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "tools": Honoured(f"{AGENTIC}::test_required_tool_choice_returns_a_parsed_call"),
     "tool_choice": Honoured(f"{AGENTIC}::test_named_tool_choice_forces_that_function"),
     "response_format": Honoured(f"{AGENTIC}::test_json_schema_stream_is_valid_json"),
+    "parallel_tool_calls": Honoured(
+        f"{AGENTIC}::test_parallel_tool_calls_false_ends_after_one_call"
+    ),
+    "reasoning_effort": Honoured(f"{AGENTIC}::test_reasoning_effort_turns_thinking_on_and_off"),
     "user": Metadata("OpenAI: an end-user id for abuse monitoring"),
+    "safety_identifier": Metadata("OpenAI: an end-user id for abuse monitoring"),
+    "metadata": Metadata("OpenAI: the client's labels for stored completions"),
+    "prompt_cache_key": Metadata("OpenAI: a routing hint for prompt caching"),
+    "service_tier": Metadata("OpenAI: a processing and billing tier"),
+    "prediction": Metadata("OpenAI: predicted output may make an answer faster, never different"),
+    # OpenAI fields for what the server cannot do
+    "modalities": Refused(
+        {"modalities": ["text", "audio"]}, 'modalities other than ["text"] are not supported'
+    ),
+    "audio": Refused(
+        {"audio": {"voice": "alloy", "format": "wav"}}, "audio output is not supported"
+    ),
+    "web_search_options": Refused(
+        {"web_search_options": {}}, "web_search_options is not supported"
+    ),
+    "store": Refused({"store": True}, "store is not supported: answers are not stored"),
+    "verbosity": Refused({"verbosity": "low"}, "verbosity is not supported"),
     # documented by OVMS as unsupported
     "logit_bias": Refused({"logit_bias": {"50": 10}}, "logit_bias is not supported"),
     "top_logprobs": Refused(

@@ -101,6 +101,18 @@ def test_function_call_items_and_history(client: openai.OpenAI) -> None:
     assert follow_up.usage.input_tokens > response.usage.input_tokens  # call + result rendered
 
 
+def test_one_call_and_metadata_are_honoured(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=MODEL, input="Report the shape in the picture.", tools=[FLAT_TOOL],
+        tool_choice="required", max_output_tokens=120, temperature=0,
+        parallel_tool_calls=False, metadata={"ticket": "42"},
+    )
+    assert [item.type for item in response.output] == ["function_call"]
+    assert response.status == "completed"  # ended after the call, not at max_output_tokens
+    assert response.parallel_tool_calls is False
+    assert response.metadata == {"ticket": "42"}
+
+
 def test_text_format_json_schema(client: openai.OpenAI) -> None:
     schema = {"type": "object", "properties": {"color": {"enum": ["red", "blue"]}},
               "required": ["color"], "additionalProperties": False}
@@ -205,6 +217,9 @@ def test_parse_and_stream_helpers_with_a_pydantic_model(client: openai.OpenAI) -
         ({"input": [{"type": "web_search_call"}]}, "'web_search_call' is not supported"),
         ({"tools": [{"type": "web_search"}]}, "Only function tools are supported"),
         ({"text": {"format": {"type": "yaml"}}}, "text.format.type must be one of"),
+        ({"store": True}, "store is not supported: responses are not stored"),
+        ({"include": ["message.output_text.logprobs"]}, "include is not supported"),
+        ({"truncation": "auto"}, 'truncation: only "disabled" is supported'),
     ],
 )
 def test_bad_requests(agent_server: ServerProcess, extra: dict, message: str) -> None:
