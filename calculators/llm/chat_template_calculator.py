@@ -250,6 +250,13 @@ def build_generation_config(
         config.num_beams = request.best_of
         config.do_sample = False
         config.num_return_sequences = request.n or 1
+    elif request.n is not None and request.n > 1:
+        if not config.do_sample:
+            raise InvalidParameterError(
+                "n above 1 needs sampling (temperature above 0) or best_of of at least n "
+                "(beam search)", param="n",
+            )
+        config.num_return_sequences = request.n
     if request.logprobs:
         config.logprobs = 1
     # The answer starts with the prompt's tokens and their logprobs (genai's ``echo``). For

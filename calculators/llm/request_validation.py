@@ -20,6 +20,7 @@ signed 32-bit range is not a "valid number" for float fields. Deliberate additio
   ``stop_token_ids``, ``min_tokens``, …) and OpenAI's for what this server cannot do (audio
   output, web search, stored completions; `UNSUPPORTED_FIELDS`) are refused when set to a value
   that would matter (OVMS ignores them);
+* ``n`` above 1 without ``best_of`` asks for n samples (OVMS needs ``best_of``);
 * ``parallel_tool_calls: false`` keeps the first tool call only; ``reasoning_effort`` reaches
   the template (`with_reasoning_effort`).
 
@@ -503,10 +504,14 @@ def _parse_best_of_and_n(body: dict[str, Any], req: ChatRequest, limits: Request
             raise _fail("n is not an unsigned integer", "n")
         if n == 0:
             raise _fail("n value should be greater than 0", "n")
-        if (req.best_of or 1) < n:
+        if req.best_of is not None and req.best_of < n:
             raise _fail("n value cannot be greater than best_of", "n")
         if n > limits.max_n:
             raise _fail(f"n exceeds the limit of {limits.max_n} choices per request", "n")
+        # Beyond OVMS (which needs best_of >= n): n samples, checked against the sampling
+        # settings when the generation config is built.
+        if n > 1 and req.stream:
+            raise _fail("n above 1 cannot be used in streaming mode", "n")
         req.n = n
 
 
@@ -723,8 +728,11 @@ def _refuse_reserved_kwargs(kwargs: dict[str, Any]) -> None:
 def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:
     """OVMS ``parseTools``: ``tool_choice`` first, then ``tools`` filtered by it."""
     choice = "auto"
+    allowed: set[str] | None = None  # tool_choice "allowed_tools": the functions it keeps
     raw_choice = body.get("tool_choice")
-    if raw_choice is not None:
+    if isinstance(raw_choice, dict) and raw_choice.get("type") == "allowed_tools":
+        choice, allowed = _allowed_tools(raw_choice)
+    elif raw_choice is not None:
         if isinstance(raw_choice, str):
             if raw_choice not in ("none", "auto", "required"):
                 raise _fail(
@@ -776,12 +784,38 @@ def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:
             raise _fail("Function object does not contain a valid name field", "tools")
         if choice not in ("auto", "required") and choice != name:
             continue
+        if allowed is not None and name not in allowed:
+            continue
         if "parameters" in spec and not isinstance(spec["parameters"], dict):
             raise _fail("Function parameters are not a valid JSON object", "tools")
         kept.append(tool)
     if choice not in ("auto", "required") and not kept:
         raise _fail(f"tool_choice names function '{choice}' that is not in tools", "tool_choice")
+    if allowed is not None and not kept:
+        raise _fail("tool_choice allowed_tools names no function in tools", "tool_choice")
     req.tools, req.tool_choice = kept, choice
+
+
+def _allowed_tools(raw_choice: dict[str, Any]) -> tuple[str, set[str]]:
+    """The mode and the function names of an ``allowed_tools`` tool choice.
+
+    OpenAI's chat form is ``{"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}``;
+    the Responses API puts ``mode`` and ``tools`` at the top.
+    """
+    spec = raw_choice.get("allowed_tools", raw_choice)
+    mode = spec.get("mode") if isinstance(spec, dict) else None
+    if mode not in ("auto", "required"):
+        raise _fail("tool_choice allowed_tools mode should be either 'auto' or 'required'",
+                    "tool_choice")
+    names: set[str] = set()
+    for tool in spec.get("tools") if isinstance(spec.get("tools"), list) else [None]:
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise _fail("tool_choice allowed_tools needs a list of functions with names",
+                        "tool_choice")
+        names.add(name)
+    return mode, names
 
 
 def _check_restricted_text(messages: list[dict[str, Any]], limits: RequestLimits) -> None:

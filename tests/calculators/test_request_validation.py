@@ -323,15 +323,15 @@ INVALID = [
     # zero
     pytest.param(chat(n=0), "chat", NO_LIMITS, "n value should be greater than 0", "n",
                  id="n-zero"),
-    # n > 1 needs best_of (defaults to 1)
-    pytest.param(chat(n=2), "chat", NO_LIMITS, "n value cannot be greater than best_of", "n",
-                 id="n-over-default-best-of"),
+    # n > 1 without best_of asks for samples: not in a stream
+    pytest.param(chat(n=2, stream=True), "chat", NO_LIMITS,
+                 "n above 1 cannot be used in streaming mode", "n", id="n-samples-streamed"),
     # n above best_of
     pytest.param(chat(n=3, best_of=2), "chat", NO_LIMITS, "n value cannot be greater than best_of",
                  "n", id="n-over-best-of"),
-    # huge n answered cheaply by the best_of relation
+    # huge n answered cheaply by the cap
     pytest.param(chat(n=4_000_000_000), "chat", NO_LIMITS,
-                 "n value cannot be greater than best_of", "n", id="n-huge"),
+                 "n exceeds the limit of 16 choices per request", "n", id="n-huge"),
     # our cap: OVMS would accept n=17 with best_of=17
     pytest.param(chat(n=17, best_of=17), "chat", NO_LIMITS,
                  "n exceeds the limit of 16 choices per request", "n", id="n-over-max-n"),
@@ -1070,3 +1070,42 @@ def test_unknown_reasoning_effort_is_refused() -> None:
         parse(chat(reasoning_effort="max"))
     assert info.value.param == "reasoning_effort"
     assert "none, minimal, low, medium, high, xhigh" in str(info.value)
+
+
+def _fn(name: str) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": {}}}
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        {"type": "allowed_tools", "allowed_tools": {
+            "mode": "required", "tools": [{"type": "function", "function": {"name": "b"}}]}},
+        # the Responses API's flat form
+        {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]},
+    ],
+)
+def test_allowed_tools_keep_the_named_functions(choice: dict) -> None:
+    req = parse(chat(tools=[_fn("a"), _fn("b")], tool_choice=choice))
+    assert [t["function"]["name"] for t in req.tools] == ["b"]
+    assert req.tool_choice == "required"
+
+
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        ({"type": "allowed_tools", "allowed_tools": {"mode": "none", "tools": []}},
+         "mode should be either 'auto' or 'required'"),
+        ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"x": 1}]}},
+         "needs a list of functions with names"),
+        ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": "a"}},
+         "needs a list of functions with names"),
+        ({"type": "allowed_tools", "allowed_tools": {
+            "mode": "auto", "tools": [{"type": "function", "function": {"name": "zz"}}]}},
+         "allowed_tools names no function in tools"),
+    ],
+)
+def test_bad_allowed_tools(choice: dict, message: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(tools=[_fn("a")], tool_choice=choice))
+    assert message in str(info.value) and info.value.param == "tool_choice"

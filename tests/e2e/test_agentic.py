@@ -121,6 +121,19 @@ def test_named_tool_choice_forces_that_function(client: openai.OpenAI) -> None:
     assert response.choices[0].finish_reason == "tool_calls"
 
 
+def test_allowed_tools_restrict_the_calls(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[REPORT_SHAPE, GET_TIME], max_tokens=120,
+        temperature=0, parallel_tool_calls=False,
+        tool_choice={"type": "allowed_tools", "allowed_tools": {
+            "mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}],
+        }},
+    )
+    calls = response.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["get_time"]
+    assert isinstance(_check_call(calls[0], "get_time")["utc"], bool)
+
+
 def test_tool_choice_none_never_calls(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
         model=MODEL, messages=ASK, tools=[REPORT_SHAPE], tool_choice="none", max_tokens=8,

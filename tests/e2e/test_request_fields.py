@@ -540,6 +540,26 @@ def test_n_choices_from_beam_search(openai_client: openai.OpenAI) -> None:
     assert response.usage.completion_tokens == 12  # both choices count
 
 
+def test_n_samples_without_best_of(openai_client: openai.OpenAI) -> None:
+    response = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, n=3, temperature=2.0, seed=5,
+        extra_body={"ignore_eos": True},
+    )
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    texts = [c.message.content for c in response.choices]
+    assert len(set(texts)) == 3, texts  # three draws, not one answer three times
+    assert response.usage.completion_tokens == 24
+    again = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, n=3, temperature=2.0, seed=5,
+        extra_body={"ignore_eos": True},
+    )
+    assert [c.message.content for c in again.choices] == texts  # the seed reproduces all three
+    # greedy decoding has one answer: n samples need sampling (or best_of for beams)
+    with pytest.raises(openai.BadRequestError, match="n above 1 needs sampling"):
+        openai_client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=8, n=2, temperature=0)
+
+
 def test_best_of_answers_the_best_beam(openai_client: openai.OpenAI) -> None:
     response = openai_client.chat.completions.create(
         model=MODEL, messages=HELLO, max_tokens=6, extra_body={"best_of": 3},
