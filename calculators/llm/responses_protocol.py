@@ -20,7 +20,8 @@ A Responses body is rewritten into the ``/chat/completions`` body it means and v
 
 ``stream_options`` is refused (usage is always in ``response.completed``, as in OVMS), and so
 are ``store: true``, ``previous_response_id``, ``conversation`` and ``background``, which need
-stored responses, and what the server cannot do: ``include``, ``prompt``,
+stored responses, and what the server cannot do: ``n`` above 1 (one output per response; ``best_of``
+answers the best beam), ``include``, ``logprobs``, ``prompt``,
 ``truncation: "auto"``, ``text.verbosity`` other than ``"medium"``, ``top_logprobs``.
 """
 
@@ -44,7 +45,7 @@ __all__ = ["ResponsesEcho", "parse_responses_request"]
 # Fields of the Responses request that mean the same in a chat request.
 _SHARED = (
     "model", "stream", "temperature", "top_p", "tools", "tool_choice", "stop", "ignore_eos",
-    "include_stop_str_in_output", "logprobs", "chat_template_kwargs", "skip_special_tokens",
+    "include_stop_str_in_output", "chat_template_kwargs", "skip_special_tokens",
     "n", "best_of", "length_penalty", "min_p", "top_k", "repetition_penalty",
     "frequency_penalty", "presence_penalty", "seed", "num_assistant_tokens",
     "assistant_confidence_threshold", "max_ngram_size", "response_format",
@@ -52,7 +53,7 @@ _SHARED = (
 )  # fmt: skip
 _OWN = frozenset({
     "input", "instructions", "max_output_tokens", "text", "reasoning", "stream_options",
-    "max_tool_calls", "truncation", "include", "prompt",
+    "max_tool_calls", "truncation", "include", "prompt", "logprobs",
 })  # fmt: skip
 _STORED = ("store", "previous_response_id", "conversation", "background")
 _ROLES = ("user", "assistant", "system", "developer")
@@ -155,8 +156,13 @@ def parse_responses_request(body: dict[str, Any], limits: RequestLimits) -> Chat
 
 
 def _refuse_what_cannot_be_done(body: dict[str, Any]) -> None:
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        raise _fail("n above 1 is not supported in Responses API: a response has one output", "n")
     if body.get("include"):
         raise _fail("include is not supported", "include")
+    if body.get("logprobs") not in (None, False):
+        raise _fail("logprobs is not supported in Responses API", "logprobs")
     if body.get("prompt") is not None:
         raise _fail("prompt is not supported: there are no stored prompts", "prompt")
     if body.get("truncation") not in (None, "disabled"):

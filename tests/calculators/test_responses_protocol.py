@@ -86,6 +86,8 @@ def test_tool_call_limits_metadata_and_neutral_values() -> None:
         ({"input": "x", "reasoning": "high"}, "reasoning"),
         # what needs stored responses or what the server cannot do
         ({"input": "x", "store": True}, "store"),
+        ({"input": "x", "n": 2, "best_of": 2}, "n"),
+        ({"input": "x", "logprobs": True}, "logprobs"),
         ({"input": "x", "include": ["reasoning.encrypted_content"]}, "include"),
         ({"input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
         ({"input": "x", "truncation": "auto"}, "truncation"),
