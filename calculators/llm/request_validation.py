@@ -412,6 +412,13 @@ def _parse_stream_options(options: Any, req: ChatRequest) -> None:
             )
         req.continuous_usage_stats = options["continuous_usage_stats"]
         found += 1
+    if "include_obfuscation" in options:  # OpenAI's padding of stream events; none here
+        if options["include_obfuscation"] is not False:
+            raise _fail(
+                "stream_options.include_obfuscation is not supported (set it to false)",
+                "stream_options.include_obfuscation",
+            )
+        found += 1
     if len(options) > found:
         raise _fail(
             "Found unexpected stream options. Properties accepted in stream_options: include_usage",

@@ -1037,6 +1037,13 @@ def test_module_does_not_import_openvino() -> None:
     assert result.returncode == 0
 
 
+def test_include_obfuscation() -> None:
+    assert parse(chat(stream=True, stream_options={"include_obfuscation": False})).stream
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(stream=True, stream_options={"include_obfuscation": True}))
+    assert info.value.param == "stream_options.include_obfuscation"
+
+
 def test_parallel_tool_calls_false_allows_one_call() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     assert parse(chat(tools=tools)).max_tool_calls is None

@@ -125,6 +125,10 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "stream": Honoured(f"{API}::test_streamed_chat_matches_unary"),
     "stream_options": Honoured(f"{API}::test_sse_layout_with_usage"),
     "stream_options.include_usage": Honoured(f"{API}::test_sse_layout_with_usage"),
+    "stream_options.include_obfuscation": Refused(
+        {"stream": True, "stream_options": {"include_obfuscation": True}},
+        "stream_options.include_obfuscation is not supported (set it to false)",
+    ),
     "stream_options.continuous_usage_stats": Honoured(
         f"{FIELDS}::test_continuous_usage_stats_fill_every_chunk"
     ),
@@ -229,7 +233,8 @@ def _parsed_fields() -> set[str]:
         | set(request_validation._COMPLETIONS_FIELDS)
         | set(request_validation.UNSUPPORTED_FIELDS)
         | set(request_validation.METADATA_FIELDS)
-        | {"stream_options.include_usage", "stream_options.continuous_usage_stats"}
+        | {"stream_options.include_usage", "stream_options.continuous_usage_stats",
+           "stream_options.include_obfuscation"}
     )
 
 
