@@ -202,6 +202,7 @@ def apply_structured_output(config: Any, request: ChatRequest, parsers: GraphPar
     fields = structured_output_fields(
         request.response_format, request.tools, request.tool_choice, parsers.tool_parser,
         parsers.guided_tools, one_call=request.max_tool_calls == 1,
+        format_param=request.format_param,
     )
     if fields:
         config.structured_output_config = ov_genai.StructuredOutputConfig(**fields)

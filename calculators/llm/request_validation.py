@@ -36,17 +36,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from calculators.llm.request_structure import (
+    GUIDED_FIELDS,
+    REFUSED_GUIDED_FIELDS,
+    parse_guided_decoding,
+    parse_response_format,
+    parse_tools,
+    with_reasoning_effort,
+)
 from ovgraph.errors import InvalidParameterError
 
 __all__ = [
     "DEFAULT_RESTRICTED_TOKENS",
     "METADATA_FIELDS",
-    "REASONING_EFFORTS",
     "UNSUPPORTED_FIELDS",
     "ChatRequest",
     "RequestLimits",
     "parse_chat_request",
-    "with_reasoning_effort",
 ]
 
 IMAGE_TAG_PREFIX = "<ov_genai_image_"
@@ -111,13 +117,13 @@ UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 #: Accepted, with no effect on the answer by definition: ids and labels for the client's own
 #: monitoring (``user``, ``safety_identifier``, ``metadata``), routing and billing hints
-#: (``prompt_cache_key``, ``service_tier``) and ``prediction``, which may only make an answer
-#: faster, never different.
+#: (``prompt_cache_key``, ``service_tier``), ``prediction``, which may only make an answer
+#: faster, never different, and vLLM's ``guided_decoding_backend`` (which library enforces a
+#: grammar: xgrammar here).
 METADATA_FIELDS = frozenset(
-    {"user", "safety_identifier", "metadata", "prompt_cache_key", "service_tier", "prediction"}
+    {"user", "safety_identifier", "metadata", "prompt_cache_key", "service_tier", "prediction",
+     "guided_decoding_backend"}
 )
-#: ``reasoning_effort`` values (OpenAI's); any but "none" turns the template's thinking on.
-REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _MESSAGE_STRING_KEYS = ("role", "content", "tool_call_id", "name", "reasoning_content")
 #: Template variables the server sets itself; a request may not override them.
 RESERVED_TEMPLATE_KWARGS = ("messages", "tools", "bos_token", "eos_token", "pad_token")
@@ -188,6 +194,8 @@ class ChatRequest:
     #: most tool calls an answer carries (``parallel_tool_calls: false`` -> 1); None: no limit
     max_tool_calls: int | None = None
     response_format: dict[str, Any] | None = None
+    #: the request field ``response_format`` came from (vLLM's ``guided_json``, …)
+    format_param: str = "response_format"
     chat_template_kwargs: dict[str, Any] | None = None
     skip_special_tokens: bool = True
     num_assistant_tokens: int | None = None
@@ -299,7 +307,13 @@ def parse_chat_request(
         _parse_completions(body, req)
         known = _COMPLETIONS_FIELDS
     _refuse_unsupported(body)
-    known = known | METADATA_FIELDS | UNSUPPORTED_FIELDS.keys()
+    guided = parse_guided_decoding(body)
+    if guided is not None:
+        req.response_format, req.format_param = guided
+    known = (
+        known | METADATA_FIELDS | UNSUPPORTED_FIELDS.keys() | set(GUIDED_FIELDS)
+        | REFUSED_GUIDED_FIELDS.keys()
+    )
     req.ignored_fields = [key for key in body if key not in known]
     return req
 
@@ -549,7 +563,8 @@ def _parse_completions(body: dict[str, Any], req: ChatRequest) -> None:
 def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -> None:
     """OVMS ``parseChatCompletionsPart`` followed by the VLM input checks."""
     raw_messages = _parse_messages(body)
-    _parse_tools(body, req)
+    tools = parse_tools(body)
+    req.tools, req.tool_choice, req.max_tool_calls = tools.tools, tools.choice, tools.max_calls
 
     req.logprobs = _parse_bool(body, "logprobs") or False
     if req.logprobs and req.stream:
@@ -570,7 +585,7 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
         raise _fail("max_tokens value should be greater than 0", zero_param)
 
     if _present(body, "response_format"):
-        req.response_format = _parse_response_format(body["response_format"])
+        req.response_format = parse_response_format(body["response_format"])
 
     _check_restricted_text(raw_messages, limits)
     if not limits.accepts_audio:
@@ -586,60 +601,6 @@ def _parse_chat(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -
         req.chat_template_kwargs = with_reasoning_effort(
             req.chat_template_kwargs, body["reasoning_effort"], "reasoning_effort"
         )
-
-
-def with_reasoning_effort(
-    kwargs: dict[str, Any] | None, effort: Any, param: str
-) -> dict[str, Any]:
-    """Template kwargs for a reasoning effort; kwargs the request sets itself win.
-
-    The effort reaches the template as ``reasoning_effort`` (as vLLM passes it) and turns
-    ``enable_thinking`` on (as OVMS does for the Responses API), or off for ``"none"``.
-    """
-    if effort not in REASONING_EFFORTS:
-        raise _fail(f"{param} must be one of: {', '.join(REASONING_EFFORTS)}", param)
-    merged = dict(kwargs or {})
-    merged.setdefault("enable_thinking", effort != "none")
-    merged.setdefault("reasoning_effort", effort)
-    return merged
-
-
-_RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
-
-
-def _parse_response_format(value: Any) -> dict[str, Any] | None:
-    """``{"type": "text" | "json_object" | "json_schema", "json_schema": {"schema", …}}``.
-
-    ``text`` means no constraint (None). Formats OVMS also passes to XGrammar as structural tags
-    are refused: one that fails to compile inside the engine would fail the whole batch.
-    """
-    if not isinstance(value, dict):
-        raise _fail("response_format is not an object", "response_format")
-    kind = value.get("type")
-    if kind not in _RESPONSE_FORMAT_TYPES:
-        raise _fail(
-            "response_format.type must be one of: " + ", ".join(_RESPONSE_FORMAT_TYPES),
-            "response_format.type",
-        )
-    if kind == "text":
-        return None
-    if kind == "json_schema":
-        spec = value.get("json_schema")
-        if not isinstance(spec, dict):
-            raise _fail(
-                "response_format.json_schema is not an object", "response_format.json_schema"
-            )
-        if "schema" in spec and not isinstance(spec["schema"], (dict, bool)):
-            raise _fail(
-                "response_format.json_schema.schema is not an object",
-                "response_format.json_schema.schema",
-            )
-        if "strict" in spec and not isinstance(spec["strict"], (bool, type(None))):
-            raise _fail(
-                "response_format.json_schema.strict is not a boolean",
-                "response_format.json_schema.strict",
-            )
-    return value
 
 
 def _parse_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -730,99 +691,6 @@ def _refuse_reserved_kwargs(kwargs: dict[str, Any]) -> None:
                 "chat template",
                 f"chat_template_kwargs.{key}",
             )
-
-
-def _parse_tools(body: dict[str, Any], req: ChatRequest) -> None:
-    """OVMS ``parseTools``: ``tool_choice`` first, then ``tools`` filtered by it."""
-    choice = "auto"
-    allowed: set[str] | None = None  # tool_choice "allowed_tools": the functions it keeps
-    raw_choice = body.get("tool_choice")
-    if isinstance(raw_choice, dict) and raw_choice.get("type") == "allowed_tools":
-        choice, allowed = _allowed_tools(raw_choice)
-    elif raw_choice is not None:
-        if isinstance(raw_choice, str):
-            if raw_choice not in ("none", "auto", "required"):
-                raise _fail(
-                    "tool_choice should be either 'none' or 'auto' or 'required'", "tool_choice"
-                )
-            choice = raw_choice
-        elif isinstance(raw_choice, dict):
-            function = raw_choice.get("function")
-            if isinstance(function, dict):
-                if not isinstance(function.get("name"), str):
-                    raise _fail("tool_choice.function.name is not a valid string", "tool_choice")
-                choice = function["name"]
-            elif raw_choice.get("type") == "function":
-                if not isinstance(raw_choice.get("name"), str):
-                    raise _fail("tool_choice.name is not a valid string", "tool_choice")
-                choice = raw_choice["name"]
-            else:
-                raise _fail("tool_choice.function is not a valid JSON object", "tool_choice")
-        else:
-            raise _fail("tool_choice is not a valid JSON object or string", "tool_choice")
-
-    parallel = body.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise _fail("parallel_tool_calls is not a boolean", "parallel_tool_calls")
-    if parallel is False:
-        req.max_tool_calls = 1
-    tools = None if choice == "none" else body.get("tools")
-    if tools is None:
-        req.tools, req.tool_choice = None, "none"
-        return
-    if not isinstance(tools, list):
-        raise _fail("Tools are not an array", "tools")
-    kept: list[dict[str, Any]] = []
-    for tool in tools:
-        if not isinstance(tool, dict):
-            raise _fail("Tool is not a JSON object", "tools")
-        if "function" in tool:
-            spec = tool["function"]
-            if not isinstance(spec, dict):
-                raise _fail("Function is not a valid JSON object", "tools")
-        else:
-            if not isinstance(tool.get("type"), str):
-                raise _fail("Tool type is missing or invalid", "tools")
-            if tool["type"] != "function":
-                raise _fail("Only function tools are supported", "tools")
-            spec = tool
-        name = spec.get("name")
-        if not isinstance(name, str):
-            raise _fail("Function object does not contain a valid name field", "tools")
-        if choice not in ("auto", "required") and choice != name:
-            continue
-        if allowed is not None and name not in allowed:
-            continue
-        if "parameters" in spec and not isinstance(spec["parameters"], dict):
-            raise _fail("Function parameters are not a valid JSON object", "tools")
-        kept.append(tool)
-    if choice not in ("auto", "required") and not kept:
-        raise _fail(f"tool_choice names function '{choice}' that is not in tools", "tool_choice")
-    if allowed is not None and not kept:
-        raise _fail("tool_choice allowed_tools names no function in tools", "tool_choice")
-    req.tools, req.tool_choice = kept, choice
-
-
-def _allowed_tools(raw_choice: dict[str, Any]) -> tuple[str, set[str]]:
-    """The mode and the function names of an ``allowed_tools`` tool choice.
-
-    OpenAI's chat form is ``{"type": "allowed_tools", "allowed_tools": {"mode", "tools"}}``;
-    the Responses API puts ``mode`` and ``tools`` at the top.
-    """
-    spec = raw_choice.get("allowed_tools", raw_choice)
-    mode = spec.get("mode") if isinstance(spec, dict) else None
-    if mode not in ("auto", "required"):
-        raise _fail("tool_choice allowed_tools mode should be either 'auto' or 'required'",
-                    "tool_choice")
-    names: set[str] = set()
-    for tool in spec.get("tools") if isinstance(spec.get("tools"), list) else [None]:
-        function = tool.get("function", tool) if isinstance(tool, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str):
-            raise _fail("tool_choice allowed_tools needs a list of functions with names",
-                        "tool_choice")
-        names.add(name)
-    return mode, names
 
 
 def _check_restricted_text(messages: list[dict[str, Any]], limits: RequestLimits) -> None:

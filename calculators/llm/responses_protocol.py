@@ -31,12 +31,12 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from calculators.llm.request_structure import with_reasoning_effort
 from calculators.llm.request_validation import (
     METADATA_FIELDS,
     ChatRequest,
     RequestLimits,
     parse_chat_request,
-    with_reasoning_effort,
 )
 from ovgraph.errors import InvalidParameterError
 

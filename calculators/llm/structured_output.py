@@ -62,7 +62,9 @@ def _literal(text: str) -> str:
 
 
 def _json_literal(value: Any) -> str:
-    return _literal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    # ASCII only (\uXXXX escapes): under genai's grammar a literal's non-ASCII characters come
+    # out as other characters (an enum value "ï" was written as "\u0efc\u0f6d").
+    return _literal(json.dumps(value, ensure_ascii=True, separators=(",", ":")))
 
 
 class _Converter:
@@ -294,6 +296,7 @@ def structured_output_fields(
     tool_parser: Any,
     guided_tools: bool,
     one_call: bool = False,
+    format_param: str = "response_format",
 ) -> dict[str, str] | None:
     """The ``StructuredOutputConfig`` string fields a request asks for, or None.
 
@@ -301,6 +304,7 @@ def structured_output_fields(
     wins over ``response_format``; ``enable_tool_guided_generation`` constrains calls the model
     chooses to make (``auto``) when no ``response_format`` is given. A named function or
     ``one_call`` (``parallel_tool_calls: false``) ends generation after the first call.
+    ``format_param`` is the request field the format came from (named in errors).
 
     Raises:
         InvalidParameterError: a schema that cannot be enforced (400 naming the problem).
@@ -334,14 +338,19 @@ def structured_output_fields(
     kind = response_format.get("type")
     if kind == "json_object":
         return {"grammar": "root ::= object\n" + _PRIMITIVES}
+    if kind == "choice":  # vLLM's guided_choice: one of the strings, exactly
+        return {"grammar": "root ::= " + " | ".join(map(_literal, response_format["choices"]))}
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         schema = spec.get("schema", True) if isinstance(spec, dict) else True
         try:
             return {"grammar": json_schema_grammar(schema)}
         except SchemaError as exc:
+            where = (
+                "response_format.json_schema.schema" if format_param == "response_format"
+                else format_param
+            )
             raise InvalidParameterError(
-                f"response_format.json_schema.schema cannot be enforced: {exc}",
-                param="response_format",
+                f"{where} cannot be enforced: {exc}", param=format_param
             ) from exc
     return None

@@ -241,6 +241,55 @@ def test_json_object(client: openai.OpenAI) -> None:
     assert isinstance(json.loads(response.choices[0].message.content), dict)
 
 
+def test_non_ascii_enum_values_come_out_right(client: openai.OpenAI) -> None:
+    # Written as raw characters under genai's grammar they came out as other characters.
+    values = ["d\u00e9j\u00e0 vu", "\u00fcber", "\u732b \U0001f642"]
+    schema = {"type": "object", "properties": {"w": {"enum": values}}, "required": ["w"]}
+    for seed in range(3):
+        response = client.chat.completions.create(
+            model=MODEL, messages=ASK, max_tokens=60, temperature=1.5, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": schema}},
+        )
+        assert json.loads(response.choices[0].message.content)["w"] in values
+
+
+def test_vllm_guided_choice_and_json(client: openai.OpenAI) -> None:
+    choices = ['say "hi"', "back\\slash", "two\nlines", "[not] a (regex)*"]
+    for seed in range(4):
+        response = client.chat.completions.create(
+            model=MODEL, messages=ASK, max_tokens=40, temperature=1.5, seed=seed,
+            extra_body={"guided_choice": choices},
+        )
+        assert response.choices[0].message.content in choices
+    streamed = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=40, stream=True,
+        extra_body={"structured_outputs": {"choice": ["alpha", "beta"]}},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) in (
+        "alpha", "beta")
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    response = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=40, temperature=0,
+        extra_body={"guided_json": json.dumps(schema)},
+    )
+    assert isinstance(json.loads(response.choices[0].message.content)["n"], int)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"guided_regex": "[a-z]+"}, "guided_regex"),
+        ({"structured_outputs": {"grammar": "root ::= x"}}, "structured_outputs.grammar"),
+        ({"guided_json": {"type": "string", "pattern": "a"}}, "guided_json"),
+        ({"guided_choice": ["caf\u00e9"]}, "guided_choice"),
+    ],
+)
+def test_vllm_guided_fields_refused(client: openai.OpenAI, extra: dict, param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4, extra_body=extra)
+    assert info.value.body["param"] == param
+
+
 @pytest.mark.parametrize(
     ("schema", "problem"),
     [

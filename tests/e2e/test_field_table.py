@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from calculators.llm import request_validation
+from calculators.llm import request_structure, request_validation
 from calculators.llm.common import LLMCalculatorOptions
 from tests.conftest import ServerProcess
 from tests.e2e.test_request_fields import HELLO, MODEL, graph_load_error
@@ -162,6 +162,22 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
         f"{AGENTIC}::test_parallel_tool_calls_false_ends_after_one_call"
     ),
     "reasoning_effort": Honoured(f"{AGENTIC}::test_reasoning_effort_turns_thinking_on_and_off"),
+    # vLLM's guided decoding
+    "guided_json": Honoured(f"{AGENTIC}::test_vllm_guided_choice_and_json"),
+    "guided_choice": Honoured(f"{AGENTIC}::test_vllm_guided_choice_and_json"),
+    "structured_outputs": Honoured(f"{AGENTIC}::test_vllm_guided_choice_and_json"),
+    "guided_regex": Refused(
+        {"guided_regex": "a+"}, "guided_regex is not supported: use guided_json or guided_choice"
+    ),
+    "guided_grammar": Refused(
+        {"guided_grammar": "root ::= x"},
+        "guided_grammar is not supported: use guided_json or guided_choice",
+    ),
+    "guided_whitespace_pattern": Refused(
+        {"guided_whitespace_pattern": " "},
+        "guided_whitespace_pattern is not supported (JSON is compact)",
+    ),
+    "guided_decoding_backend": Metadata("vLLM: which library enforces the grammar"),
     "user": Metadata("OpenAI: an end-user id for abuse monitoring"),
     "safety_identifier": Metadata("OpenAI: an end-user id for abuse monitoring"),
     "metadata": Metadata("OpenAI: the client's labels for stored completions"),
@@ -233,6 +249,8 @@ def _parsed_fields() -> set[str]:
         | set(request_validation._COMPLETIONS_FIELDS)
         | set(request_validation.UNSUPPORTED_FIELDS)
         | set(request_validation.METADATA_FIELDS)
+        | set(request_structure.GUIDED_FIELDS)
+        | set(request_structure.REFUSED_GUIDED_FIELDS)
         | {"stream_options.include_usage", "stream_options.continuous_usage_stats",
            "stream_options.include_obfuscation"}
     )

@@ -150,6 +150,20 @@ def test_completions_match_raw_generate(
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == MAX_TOKENS
 
 
+def test_guided_choice_and_json_on_completions(lm_server: ServerProcess) -> None:
+    choices = ["return 0", "pass", "print('hi')"]
+    for seed in range(3):
+        status, body = lm_server.post("/v3/completions", completion_body(
+            guided_choice=choices, temperature=1.5, seed=seed))
+        assert status == 200, body
+        assert body["choices"][0]["text"] in choices
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    status, body = lm_server.post("/v3/completions", completion_body(
+        guided_json=schema, max_tokens=40))
+    assert status == 200, body
+    assert isinstance(json.loads(body["choices"][0]["text"])["n"], int)
+
+
 def test_image_input_is_rejected(lm_server: ServerProcess) -> None:
     image = png_data_url(np.zeros((28, 28, 3), dtype=np.uint8))
     messages = [{"role": "user", "content": [
