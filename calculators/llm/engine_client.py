@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from calculators.llm.engine_protocol import config_to_wire, error_from_wire
-from calculators.llm.engines import EngineRequest, InProcessEngine, SequenceOutput, make_engine
+from calculators.llm.engines import (
+    EngineRequest,
+    InProcessEngine,
+    SequenceOutput,
+    load_pipeline,
+    make_engine,
+)
 from calculators.llm.metrics import RUNNING_SEQUENCES, WAITING_SEQUENCES
 from ovgraph.errors import ServableNotReadyError
 
@@ -509,8 +515,6 @@ class InProcessEngineClient:
     """The same step loop on a thread of the server process (``OVGRAPH_ENGINE=inprocess``)."""
 
     def __init__(self, key: Any) -> None:
-        from calculators.llm.engine_process import load_pipeline
-
         try:
             pipeline, default = load_pipeline(asdict(key))
         except Exception as exc:

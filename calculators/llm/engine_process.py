@@ -21,11 +21,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from calculators.llm.engine_protocol import config_from_wire, config_to_wire, error_to_wire
-from calculators.llm.engines import EngineRequest, SequenceOutput, StepEngine, make_engine
+from calculators.llm.engines import (
+    EngineRequest,
+    SequenceOutput,
+    StepEngine,
+    load_pipeline,
+    make_engine,
+)
 
 logger = logging.getLogger("ovgraph.engine")
 
@@ -158,28 +163,6 @@ def _tensors(images: list[Any]) -> list[Any]:
     import openvino as ov
 
     return [ov.Tensor(image) for image in images]
-
-
-def load_pipeline(key: dict[str, Any]) -> tuple[Any, Any]:
-    """Build the pipeline a ``ServableKey`` describes; return it and its default config."""
-    import openvino_genai as ov_genai
-
-    from calculators.llm.pipeline_options import build_scheduler_config, pipeline_properties
-    from calculators.llm.servable import ServableKey, max_model_length
-
-    servable_key = ServableKey(**key)
-    properties = pipeline_properties(servable_key)
-    models_dir = servable_key.models_dir
-    kind = servable_key.pipeline_type
-    if kind.endswith("_CB"):
-        scheduler = build_scheduler_config(servable_key, max_model_length(Path(models_dir)))
-        pipeline = ov_genai.ContinuousBatchingPipeline(
-            models_dir, scheduler, servable_key.device, properties
-        )
-        return pipeline, pipeline.get_config()
-    cls = ov_genai.VLMPipeline if kind == "VLM" else ov_genai.LLMPipeline
-    pipeline = cls(models_dir, servable_key.device, **properties)
-    return pipeline, pipeline.get_generation_config()
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from calculators.llm.errors import translate_error
@@ -34,6 +35,7 @@ __all__ = [
     "SequenceOutput",
     "SerialEngine",
     "StepEngine",
+    "load_pipeline",
     "make_engine",
 ]
 
@@ -342,3 +344,25 @@ class InProcessEngine:
                 while self.arrivals:
                     self.engine.add(self.arrivals.popleft())
             self.engine.run_once()
+
+
+def load_pipeline(key: dict[str, Any]) -> tuple[Any, Any]:
+    """Build the pipeline a ``ServableKey`` describes; return it and its default config."""
+    import openvino_genai as ov_genai
+
+    from calculators.llm.pipeline_options import build_scheduler_config, pipeline_properties
+    from calculators.llm.servable_key import ServableKey, max_model_length
+
+    servable_key = ServableKey(**key)
+    properties = pipeline_properties(servable_key)
+    models_dir = servable_key.models_dir
+    kind = servable_key.pipeline_type
+    if kind.endswith("_CB"):
+        scheduler = build_scheduler_config(servable_key, max_model_length(Path(models_dir)))
+        pipeline = ov_genai.ContinuousBatchingPipeline(
+            models_dir, scheduler, servable_key.device, properties
+        )
+        return pipeline, pipeline.get_config()
+    cls = ov_genai.VLMPipeline if kind == "VLM" else ov_genai.LLMPipeline
+    pipeline = cls(models_dir, servable_key.device, **properties)
+    return pipeline, pipeline.get_generation_config()

@@ -22,7 +22,7 @@ openvino-genai 2026.4 reports no prefix-cache hit count, so none is exposed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,16 +115,22 @@ def _observe_drafts(model: str, job: Any) -> None:
     SPEC_ACCEPTED_TOKENS.labels(model=model).inc(accepted)
 
 
-class _EngineCollector(Collector):
-    """Asks every loaded servable's engine for its figures when ``/metrics`` is read."""
+class EngineCollector(Collector):
+    """Asks every loaded servable's engine for its figures when ``/metrics`` is read.
+
+    Args:
+        servables: the servables loaded now (``servable.live_servables``, which registers
+            this collector).
+    """
+
+    def __init__(self, servables: Callable[[], Iterable[Any]]) -> None:
+        self.servables = servables
 
     def describe(self) -> list[Metric]:
-        """Nothing at registration (collecting then would import the servables too early)."""
+        """Nothing at registration (no servable is loaded then)."""
         return []
 
     def collect(self) -> Iterator[Metric]:
-        from calculators.llm.servable import live_servables
-
         label = ["servable"]
         usage = GaugeMetricFamily(
             "ovgraph_llm_kv_cache_usage_perc", "KV-cache blocks in use (0-1), last step.",
@@ -149,7 +155,7 @@ class _EngineCollector(Collector):
             "ovgraph_llm_engine_restarts", "Engine processes restarted after they died.",
             labels=label,
         )
-        for servable in live_servables():
+        for servable in self.servables():
             stats_of = getattr(servable.engine, "stats", None)
             if stats_of is None:
                 continue
@@ -168,6 +174,3 @@ class _EngineCollector(Collector):
             if "restarts" in stats:
                 restarts.add_metric(name, stats["restarts"])
         yield from (usage, peak, mean, size, scheduled, restarts)
-
-
-metrics.collector("ovgraph_llm_engines", _EngineCollector())
