@@ -76,7 +76,7 @@ class ChatTemplateCalculator(LLMNodeCalculator):
             )
         check_prompt_size(request, servable.max_length)  # before any copy of the text
         parsers = graph_parsers(cc.options, servable.tokenizer.chat_template)
-        prompt = self._prompt(servable.tokenizer, request)
+        prompt = render_prompt(servable.tokenizer, request)
         if parsers.reasoning_parser is not None and request.endpoint != "completions":
             context.implicit_reasoning = parsers.reasoning_parser.ends_prompt(prompt)
         prompt_tokens = _count_tokens(servable, prompt, context)
@@ -99,22 +99,23 @@ class ChatTemplateCalculator(LLMNodeCalculator):
         apply_structured_output(config, request, parsers)
         self.OUT(cc).send(GenerationInput(context, prompt, config, prompt_tokens))
 
-    @staticmethod
-    def _prompt(tokenizer: Any, request: ChatRequest) -> str:
-        if request.endpoint == "completions":
-            return request.prompt or ""
-        history = [template_message(m) for m in request.messages]
-        extra = dict(request.chat_template_kwargs or {})
-        add_generation_prompt = bool(extra.pop("add_generation_prompt", True))
-        try:
-            return str(
-                tokenizer.apply_chat_template(
-                    history, add_generation_prompt=add_generation_prompt,
-                    tools=request.tools or None, extra_context=extra or None,
-                )
+
+def render_prompt(tokenizer: Any, request: ChatRequest) -> str:
+    """The prompt text: the chat template over the messages, or a completion's prompt."""
+    if request.endpoint == "completions":
+        return request.prompt or ""
+    history = [template_message(m) for m in request.messages]
+    extra = dict(request.chat_template_kwargs or {})
+    add_generation_prompt = bool(extra.pop("add_generation_prompt", True))
+    try:
+        return str(
+            tokenizer.apply_chat_template(
+                history, add_generation_prompt=add_generation_prompt,
+                tools=request.tools or None, extra_context=extra or None,
             )
-        except Exception as exc:
-            raise translate_error(exc) from exc
+        )
+    except Exception as exc:
+        raise translate_error(exc) from exc
 
 
 def _refuse_for_serial_pipelines(request: ChatRequest) -> None:

@@ -16,10 +16,15 @@ _PREFIX = r"/(?:v3/|v1/|v3/v1/)"
 
 
 def openai_endpoints() -> list[HttpEndpoint]:
-    """``/v3`` (also ``/v1`` and ``/v3/v1``) chat completions, completions, responses, tokenize."""
+    """Chat completions, completions, responses, tokenize and detokenize.
+
+    Under ``/v3`` (also ``/v1`` and ``/v3/v1``); tokenize and detokenize also at vLLM's paths.
+    """
     return [
         HttpEndpoint("/v3/chat/completions", _PREFIX + "chat/completions"),
         HttpEndpoint("/v3/completions", _PREFIX + "completions"),
         HttpEndpoint("/v3/responses", _PREFIX + "responses"),
-        HttpEndpoint("/v3/tokenize", r"/(?:v3/.*|v1/)tokenize"),
+        # vLLM's paths (no prefix) as well; detokenize first: "…/detokenize" ends in "tokenize"
+        HttpEndpoint("/v3/detokenize", r"/(?:v3/|v1/)?detokenize"),
+        HttpEndpoint("/v3/tokenize", r"/(?:v3/.*|v1/)?tokenize"),
     ]

@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 import re
 
+from calculators.llm.chat_template_calculator import render_prompt
 from calculators.llm.chunks import new_request_id
 from calculators.llm.common import LLMNodeCalculator, LLMResources, RequestContext
 from calculators.llm.request_validation import ChatRequest, RequestLimits, parse_chat_request
 from calculators.llm.responses_encoding import new_response_id
 from calculators.llm.responses_protocol import parse_responses_request
 from calculators.llm.tokenize import is_tokenize_endpoint, parse_tokenize_request, tokenize_body
+from calculators.llm.vllm_tokenize import (
+    detokenize_body,
+    is_detokenize_endpoint,
+    is_vllm_tokenize,
+    vllm_tokenize_body,
+)
 from ovgraph.errors import InvalidParameterError, RequestError
 from ovgraph.framework.calculator import CalculatorContext, Input, Output
 from ovgraph.serving.payload import HttpPayload
@@ -67,9 +74,19 @@ class OpenAIRequestCalculator(LLMNodeCalculator):
         body = payload.parsed_json
         if not isinstance(body, dict):
             raise RequestError("JSON body must be an object")
+        if is_detokenize_endpoint(path):
+            servable = resources.servable
+            self.DIRECT(cc).send(detokenize_body(servable.tokenizer, body, servable.vocab_size))
+            return
         if is_tokenize_endpoint(path):
-            tokenize = parse_tokenize_request(body)
-            self.DIRECT(cc).send(tokenize_body(resources.servable.tokenizer, tokenize))
+            servable = resources.servable
+            if is_vllm_tokenize(body):
+                answer = vllm_tokenize_body(
+                    servable.tokenizer, body, servable.max_length, render_prompt
+                )
+            else:
+                answer = tokenize_body(servable.tokenizer, parse_tokenize_request(body))
+            self.DIRECT(cc).send(answer)
             return
         if "stream" in body and not isinstance(body["stream"], bool):
             # OVMS's HTTP layer rule, judged here once for every route into the graph.

@@ -39,6 +39,7 @@ from calculators.llm.servable_key import (
     ServableKey,
     determine_pipeline_type,
     max_model_length,
+    model_vocab_size,
 )
 from ovgraph import metrics
 
@@ -66,6 +67,7 @@ class Servable:
         self.pipeline_type = key.pipeline_type
         self.is_vlm = key.pipeline_type in VLM_TYPES
         self.max_length = max_model_length(self.models_dir)
+        self.vocab_size = model_vocab_size(self.models_dir) or 2**31 - 1
         if key.plugin_config:
             try:
                 json.loads(key.plugin_config)

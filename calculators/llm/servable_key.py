@@ -16,6 +16,7 @@ from calculators.llm.pipeline_options import draft_options, scheduler_extras
 
 __all__ = [
     "VLM_TYPES", "ServableKey", "determine_pipeline_type", "is_vlm_folder", "max_model_length",
+    "model_vocab_size",
 ]
 
 VLM_TYPES = ("VLM", "VLM_CB")
@@ -56,6 +57,19 @@ def max_model_length(models_dir: Path) -> int | None:
             value = section.get(name)
             if isinstance(value, int) and value > 0:
                 return value
+    return None
+
+
+def model_vocab_size(models_dir: Path) -> int | None:
+    """The vocabulary size in ``config.json`` (top level, then ``text_config``), if any."""
+    try:
+        config = json.loads((models_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for section in (config, config.get("text_config") or {}):
+        value = section.get("vocab_size")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
     return None
 
 

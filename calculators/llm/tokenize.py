@@ -45,8 +45,8 @@ class TokenizeRequest:
 
 
 def is_tokenize_endpoint(path: str) -> bool:
-    """OVMS's rule: any LLM graph URI ending in ``tokenize``."""
-    return path.endswith("tokenize")
+    """OVMS's rule: any LLM graph URI ending in ``tokenize`` (``detokenize`` aside)."""
+    return path.endswith("tokenize") and not path.endswith("detokenize")
 
 
 def _is_int32(value: Any) -> bool:

@@ -150,6 +150,55 @@ def test_tokenize_one_text(server: ServerProcess, path: str) -> None:
     assert answer == {"tokens": _genai_ids("hello world")}
 
 
+@pytest.mark.parametrize("path", ["/tokenize", "/v1/tokenize", "/v3/tokenize"])
+def test_vllm_tokenize_and_detokenize(server: ServerProcess, path: str) -> None:
+    import openvino_genai as ov_genai
+
+    status, answer = server.post(path, {"model": MODEL, "prompt": "hello world"})
+    assert status == 200, answer
+    from calculators.llm.servable_key import max_model_length
+
+    ids = _genai_ids("hello world")
+    assert answer == {"count": len(ids), "max_model_len": max_model_length(TINY_MODEL),
+                      "tokens": ids, "token_strs": None}
+    assert answer["max_model_len"]
+    # messages: the tokens of the prompt the chat template makes, as the server runs it
+    status, chat = server.post(path, {"model": MODEL, "messages": HELLO})
+    assert status == 200, chat
+    assert chat["tokens"] == _genai_ids(_templated_hello(), add_special_tokens=False)
+    status, bare = server.post(path, {"model": MODEL, "messages": HELLO,
+                                      "add_generation_prompt": False})
+    assert bare["count"] < chat["count"]
+    detokenize = path.replace("tokenize", "detokenize")
+    status, text = server.post(detokenize, {"model": MODEL, "tokens": chat["tokens"]})
+    assert status == 200, text
+    tokenizer = ov_genai.Tokenizer(str(TINY_MODEL))
+    assert text == {"prompt": tokenizer.decode(chat["tokens"], skip_special_tokens=False)}
+    assert text["prompt"] == _templated_hello()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/tokenize", {"prompt": "x", "return_token_strs": True}, "return_token_strs"),
+        ("/tokenize", {"messages": HELLO, "continue_final_message": True},
+         "continue_final_message"),
+        ("/tokenize", {"prompt": "x", "chat_template": "{{ 1 }}"}, "chat_template"),
+        ("/tokenize", {"prompt": 3}, "prompt"),
+        ("/tokenize", {"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
+         "messages"),
+        ("/detokenize", {"tokens": [1, -1]}, "tokens"),
+        ("/detokenize", {"tokens": "1 2"}, "tokens"),
+        ("/detokenize", {"tokens": [10**12]}, "tokens"),
+    ],
+)
+def test_vllm_tokenize_errors(server: ServerProcess, path: str, body: dict, param: str) -> None:
+    status, answer = server.post(path, {"model": MODEL, **body})
+    assert status == 400, answer
+    assert answer["error"]["param"] == param
+
+
 def test_tokenize_several_texts_unpadded(server: ServerProcess) -> None:
     status, answer = server.post("/v3/tokenize", {"model": MODEL, "text": ["hello world", "a"]})
     assert status == 200
