@@ -189,6 +189,19 @@ def test_config_and_health(server: ServerProcess) -> None:
     assert json.loads(raw)["id"] == MODEL
 
 
+def test_vllm_probes_and_version(server: ServerProcess) -> None:
+    import importlib.metadata
+
+    assert server.get("/health")[0] == 200
+    assert server.get("/ping")[0] == 200
+    ping = urllib.request.Request(server.url + "/ping", data=b"", method="POST")
+    with urllib.request.urlopen(ping, timeout=30) as r:
+        assert r.status == 200
+    status, raw = server.get("/version")
+    assert status == 200
+    assert json.loads(raw) == {"version": importlib.metadata.version("ovgraph")}
+
+
 def test_server_keeps_serving_after_errors(server: ServerProcess) -> None:
     for _ in range(3):
         server.post("/v3/chat/completions", b"\xff\xfe garbage")

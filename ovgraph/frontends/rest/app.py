@@ -39,6 +39,8 @@ def route_table() -> RouteTable:
         Route(r"/v2/health/(live)", handlers.HealthHandler, errors=KSERVE),
         Route(r"/v2/health/(ready)", handlers.HealthHandler, probe=True, errors=KSERVE),
         Route(r"/(health)", handlers.HealthHandler, label="/health"),
+        Route(r"/(ping)", handlers.HealthHandler, label="/health"),
+        Route(r"/version", handlers.VersionHandler, label="/version"),
         Route(rf"/v2/models/{_NAME}{_VERSION}/ready", handlers.ModelReadyHandler,
               label="/v2/models/ready", probe=True, errors=KSERVE),
         Route(r"/v2/?", kserve_handlers.ServerMetadataHandler, label="/v2", errors=KSERVE),

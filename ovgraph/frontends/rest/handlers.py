@@ -8,6 +8,7 @@ Handlers get the repository and their route's error shape through route kwargs
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import time
@@ -351,7 +352,7 @@ class ConfigReloadHandler(BaseHandler):
 
 
 class HealthHandler(BaseHandler):
-    """``/v2/health/live``, ``/v2/health/ready`` and ``/health``."""
+    """``/v2/health/live``, ``/v2/health/ready``, and vLLM's ``/health`` and ``/ping``."""
 
     def get(self, kind: str = "live") -> None:
         """200 when live (always) / ready (every servable AVAILABLE), else 503."""
@@ -360,6 +361,22 @@ class HealthHandler(BaseHandler):
         )
         self.set_status(200 if ready else 503)
         self.finish()
+
+    def post(self, kind: str = "live") -> None:
+        """``POST /ping`` (vLLM answers it like ``GET``)."""
+        self.get(kind)
+
+
+class VersionHandler(BaseHandler):
+    """vLLM's ``GET /version``: ``{"version": "…"}`` of the installed ovgraph."""
+
+    def get(self) -> None:
+        """The package version."""
+        try:
+            version = importlib.metadata.version("ovgraph")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        self.write_json({"version": version})
 
 
 class ModelReadyHandler(BaseHandler):
