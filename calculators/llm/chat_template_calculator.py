@@ -246,6 +246,10 @@ def build_generation_config(
             setattr(config, name, NO_TOP_K if name == "top_k" and value == -1 else value)
     if request.stop:
         config.stop_strings = set(request.stop)
+    if request.stop_token_ids:  # in addition to the model's own (EOS)
+        config.stop_token_ids = set(config.stop_token_ids) | set(request.stop_token_ids)
+    if request.min_tokens:
+        config.min_new_tokens = request.min_tokens
     config.include_stop_str_in_output = request.include_stop_str_in_output
     config.ignore_eos = request.ignore_eos
     if request.best_of is not None and request.best_of > 1:

@@ -16,8 +16,10 @@ signed 32-bit range is not a "valid number" for float fields. Deliberate additio
   ``<ov_genai_image_`` is;
 * NaN and infinities are rejected wherever a number is expected;
 * ``content`` of a type other than string, array or null is rejected (OVMS drops it silently);
+* vLLM's ``min_tokens`` and ``stop_token_ids`` are honoured (genai's ``min_new_tokens`` and
+  ``stop_token_ids``; OVMS ignores them);
 * the fields OVMS documents as unsupported (``logit_bias``, ``functions``, vLLM's
-  ``stop_token_ids``, ``min_tokens``, …) and OpenAI's for what this server cannot do (audio
+  ``prompt_logprobs``, …) and OpenAI's for what this server cannot do (audio
   output, web search, stored completions; `UNSUPPORTED_FIELDS`) are refused when set to a value
   that would matter (OVMS ignores them);
 * ``n`` above 1 without ``best_of`` asks for n samples (OVMS needs ``best_of``);
@@ -71,7 +73,7 @@ _COMMON_FIELDS = frozenset(
         "presence_penalty", "repetition_penalty", "length_penalty", "temperature", "top_p",
         "min_p", "top_k", "seed", "stop", "include_stop_str_in_output", "best_of", "n",
         "num_assistant_tokens", "assistant_confidence_threshold", "max_ngram_size",
-        "skip_special_tokens", "logprobs",
+        "skip_special_tokens", "logprobs", "min_tokens", "stop_token_ids",
     }
 )  # fmt: skip
 _CHAT_FIELDS = _COMMON_FIELDS | {
@@ -96,8 +98,6 @@ UNSUPPORTED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is True, "use_beam_search is not supported; set best_of for beam search"
     ),
     "early_stopping": (lambda v: v not in (None, False), "early_stopping is not supported"),
-    "stop_token_ids": (bool, "stop_token_ids is not supported; use stop"),
-    "min_tokens": (lambda v: v not in (None, 0), "min_tokens is not supported"),
     "prompt_logprobs": (lambda v: v is not None, "prompt_logprobs is not supported"),
     "detokenize": (lambda v: v is False, "detokenize: false is not supported"),
     "spaces_between_special_tokens": (
@@ -184,6 +184,8 @@ class ChatRequest:
     length_penalty: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    min_tokens: int | None = None
     include_stop_str_in_output: bool = False
     ignore_eos: bool = False
     n: int | None = None
@@ -306,6 +308,8 @@ def parse_chat_request(
     else:
         _parse_completions(body, req)
         known = _COMPLETIONS_FIELDS
+    if req.min_tokens is not None and req.min_tokens > (req.max_tokens or _UINT32_MAX):
+        raise _fail("min_tokens must be less than or equal to max_tokens", "min_tokens")
     _refuse_unsupported(body)
     guided = parse_guided_decoding(body)
     if guided is not None:
@@ -381,6 +385,10 @@ def _parse_common(body: dict[str, Any], req: ChatRequest, limits: RequestLimits)
 
     if _present(body, "stop"):
         req.stop = _parse_stop(body["stop"], limits)
+    if _present(body, "stop_token_ids"):
+        req.stop_token_ids = _parse_stop_token_ids(body["stop_token_ids"], limits)
+    if _present(body, "min_tokens"):
+        req.min_tokens = _parse_uint32(body["min_tokens"], "min_tokens")
 
     include_stop = _parse_bool(body, "include_stop_str_in_output")
     if include_stop is False and req.stream:
@@ -501,6 +509,19 @@ def _parse_stop(stop: Any, limits: RequestLimits) -> list[str]:
         if item and item not in result:
             result.append(item)
     return result
+
+
+def _parse_stop_token_ids(value: Any, limits: RequestLimits) -> list[int]:
+    if not isinstance(value, list):
+        raise _fail("stop_token_ids is not an array of token ids", "stop_token_ids")
+    if len(value) > limits.max_stop_strings:
+        raise _fail(
+            f"stop_token_ids exceeds the limit of {limits.max_stop_strings} entries",
+            "stop_token_ids",
+        )
+    if not all(_is_int(v) and 0 <= v <= _INT32_MAX for v in value):
+        raise _fail("stop_token_ids must hold token ids (non-negative integers)", "stop_token_ids")
+    return sorted(set(value))
 
 
 def _parse_best_of_and_n(body: dict[str, Any], req: ChatRequest, limits: RequestLimits) -> None:

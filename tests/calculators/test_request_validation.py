@@ -969,8 +969,6 @@ def test_unknown_fields_are_reported_not_rejected() -> None:
         ("function_call", "auto", "function_call is not supported; use tool_choice"),
         # vLLM extensions OVMS does not support
         ("use_beam_search", True, "use_beam_search is not supported; set best_of for beam search"),
-        ("stop_token_ids", [5], "stop_token_ids is not supported; use stop"),
-        ("min_tokens", 3, "min_tokens is not supported"),
         ("prompt_logprobs", 1, "prompt_logprobs is not supported"),
         ("detokenize", False, "detokenize: false is not supported"),
         ("truncate_prompt_tokens", 10, "truncate_prompt_tokens is not supported"),
@@ -1116,3 +1114,29 @@ def test_bad_allowed_tools(choice: dict, message: str) -> None:
     with pytest.raises(InvalidParameterError) as info:
         parse(chat(tools=[_fn("a")], tool_choice=choice))
     assert message in str(info.value) and info.value.param == "tool_choice"
+
+
+def test_min_tokens_and_stop_token_ids() -> None:
+    req = parse(chat(min_tokens=3, stop_token_ids=[7, 5, 7], max_tokens=10))
+    assert (req.min_tokens, req.stop_token_ids) == (3, [5, 7])
+    # max_completion_tokens bounds min_tokens too
+    req = parse(chat(min_tokens=4, max_completion_tokens=4))
+    assert req.min_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "message"),
+    [
+        ({"min_tokens": 11, "max_tokens": 10}, "min_tokens", "less than or equal to max_tokens"),
+        ({"min_tokens": 5, "max_completion_tokens": 4}, "min_tokens", "less than or equal"),
+        ({"min_tokens": -1}, "min_tokens", "not an unsigned integer"),
+        ({"stop_token_ids": 5}, "stop_token_ids", "not an array"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids", "non-negative integers"),
+        ({"stop_token_ids": [True]}, "stop_token_ids", "non-negative integers"),
+        ({"stop_token_ids": list(range(17))}, "stop_token_ids", "limit of 16"),
+    ],
+)
+def test_min_tokens_and_stop_token_ids_errors(extra: dict, param: str, message: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        parse(chat(**extra))
+    assert info.value.param == param and message in str(info.value)

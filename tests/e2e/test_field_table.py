@@ -136,6 +136,8 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
     "max_completion_tokens": Honoured(f"{API}::test_unary_chat_with_image"),
     "ignore_eos": Honoured(f"{FIELDS}::test_ignore_eos_runs_to_max_tokens"),
     "stop": Honoured(f"{FIELDS}::test_stop_and_include_stop_str_in_output"),
+    "stop_token_ids": Honoured(f"{FIELDS}::test_stop_token_ids_and_min_tokens"),
+    "min_tokens": Honoured(f"{FIELDS}::test_stop_token_ids_and_min_tokens"),
     "include_stop_str_in_output": Honoured(f"{FIELDS}::test_stop_and_include_stop_str_in_output"),
     "chat_template_kwargs": Honoured(f"{FIELDS}::test_add_generation_prompt_false"),
     "skip_special_tokens": Honoured(f"{FIELDS}::test_skip_special_tokens"),
@@ -211,8 +213,6 @@ REQUEST: dict[str, Honoured | Refused | Metadata] = {
         {"use_beam_search": True}, "use_beam_search is not supported; set best_of for beam search"
     ),
     "early_stopping": Refused({"early_stopping": True}, "early_stopping is not supported"),
-    "stop_token_ids": Refused({"stop_token_ids": [5]}, "stop_token_ids is not supported; use stop"),
-    "min_tokens": Refused({"min_tokens": 3}, "min_tokens is not supported"),
     "prompt_logprobs": Refused({"prompt_logprobs": 1}, "prompt_logprobs is not supported"),
     "detokenize": Refused({"detokenize": False}, "detokenize: false is not supported"),
     "spaces_between_special_tokens": Refused(

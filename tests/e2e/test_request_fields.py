@@ -555,6 +555,38 @@ def test_logprobs_refused_when_streaming(server: ServerProcess) -> None:
     )
 
 
+def _raw_greedy_ids(max_new_tokens: int) -> list[int]:
+    """The fixture's greedy token ids for HELLO (ignore_eos), from a raw genai pipeline."""
+    import openvino_genai as ov_genai
+
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size = 1
+    pipeline = ov_genai.ContinuousBatchingPipeline(str(TINY_MODEL), scheduler, "CPU")
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = max_new_tokens
+    config.ignore_eos, config.apply_chat_template = True, False
+    handle = pipeline.add_request(0, _templated_hello(), config)
+    while pipeline.has_non_finished_requests():
+        pipeline.step()
+    return list(handle.read_all()[0].generated_ids)
+
+
+def test_stop_token_ids_and_min_tokens(server: ServerProcess) -> None:
+    ids = _raw_greedy_ids(12)
+    stop = ids[3]
+    assert stop not in ids[:3]
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 12, "temperature": 0}
+    status, answer = server.post("/v3/chat/completions", {**body, "stop_token_ids": [stop]})
+    assert status == 200, answer
+    assert answer["usage"]["completion_tokens"] == 4  # stopped at the fourth token
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    # min_tokens holds every stop token back until that many tokens are out
+    status, answer = server.post(
+        "/v3/chat/completions", {**body, "stop_token_ids": [stop], "min_tokens": 8})
+    assert status == 200, answer
+    assert answer["usage"]["completion_tokens"] >= 8
+
+
 # --- n and best_of (beam search) -----------------------------------------------------------------
 
 
