@@ -23,6 +23,7 @@ from ovgraph.errors import InvalidParameterError
 __all__ = [
     "GUIDED_FIELDS",
     "REASONING_EFFORTS",
+    "REFUSED_GUIDED_FIELDS",
     "ToolRequest",
     "parse_guided_decoding",
     "parse_response_format",
