@@ -46,31 +46,28 @@ def determine_pipeline_type(models_dir: Path, requested: str, device: str) -> st
     return requested
 
 
-def max_model_length(models_dir: Path) -> int | None:
-    """Read the context length from ``config.json`` (top level, then ``text_config``)."""
+def _config_int(models_dir: Path, names: tuple[str, ...]) -> int | None:
+    """The first positive integer among ``names`` in ``config.json``, then ``text_config``."""
     try:
         config = json.loads((models_dir / "config.json").read_text())
     except (OSError, ValueError):
         return None
     for section in (config, config.get("text_config") or {}):
-        for name in _MAX_LENGTH_FIELDS:
+        for name in names:
             value = section.get(name)
-            if isinstance(value, int) and value > 0:
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
 
 
+def max_model_length(models_dir: Path) -> int | None:
+    """The context length in ``config.json`` (top level, then ``text_config``), if any."""
+    return _config_int(models_dir, _MAX_LENGTH_FIELDS)
+
+
 def model_vocab_size(models_dir: Path) -> int | None:
     """The vocabulary size in ``config.json`` (top level, then ``text_config``), if any."""
-    try:
-        config = json.loads((models_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    for section in (config, config.get("text_config") or {}):
-        value = section.get("vocab_size")
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
+    return _config_int(models_dir, ("vocab_size",))
 
 
 @dataclass(frozen=True)
