@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -40,14 +42,15 @@ class Browser:
     """One headless Chromium with one page; every call runs on its own event loop."""
 
     def __init__(self, executable: str, width: int = 1280, height: int = 1000) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="ovgraph-chromium-")
+        self._profile = tempfile.mkdtemp(prefix="ovgraph-chromium-")
         self.process = subprocess.Popen(
             [executable, "--headless=new", "--no-sandbox", "--disable-gpu",
              "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
              "--disable-extensions", "--remote-debugging-address=127.0.0.1",
-             "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
+             "--remote-debugging-port=0", f"--user-data-dir={self._profile}",
              f"--window-size={width},{height}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its helper processes share our group id: stopped with it
         )
         port = self._devtools_port()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
@@ -165,6 +168,14 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+            # Chromium's helpers (renderer, crashpad) may outlive it and still write to the
+            # profile: end the process group this browser started, then remove the profile.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             if self.process.stderr is not None:
                 self.process.stderr.close()
-            self._profile.cleanup()
+            for _ in range(20):
+                shutil.rmtree(self._profile, ignore_errors=True)
+                if not os.path.exists(self._profile):
+                    break
+                time.sleep(0.1)
